@@ -1,0 +1,181 @@
+//! Ordered range scans, forward and reverse, as a lazy iterator.
+//!
+//! The iterator never holds a latch between calls (latch rule 5 in `tree.rs`): each refill
+//! descends from the root to one leaf, copies out the entries of that leaf that fall in
+//! the range, notes where the next leaf begins, and releases everything.
+//!
+//! Where the next leaf begins is read off the descent path. At every branch the child taken
+//! has an upper fence (the separator to its right, if any) and a lower fence (the
+//! separator to its left, if any); the deepest such fences bound the leaf. A forward scan
+//! continues at the leaf's upper fence; a reverse scan continues below its lower fence.
+//!
+//! ```text
+//!            [ 20 | 50 ]                 scanning forward from 25:
+//!           /     |     \                 descend: 20 <= 25 < 50 -> middle child, upper fence 50
+//!   [5 10]   [20 30 40]   [50 60]         emit 30, 40; next refill starts at key 50
+//! ```
+//!
+//! Entries seen are those committed to the tree at the time each leaf is read.
+
+use super::node::NodeKind;
+use super::tree::{BTree, ROOT_PAGE};
+use crate::error::Result;
+use std::collections::VecDeque;
+use std::ops::Bound;
+
+/// Where the next refill starts.
+#[derive(Debug, Clone)]
+enum Cursor {
+    /// Forward: the next key at or after this bound.
+    From(Bound<Vec<u8>>),
+    /// Reverse: the next key at or before this bound.
+    Before(Bound<Vec<u8>>),
+    Finished,
+}
+
+/// A lazy, ordered iterator over `(key, value)` pairs of a key range.
+#[derive(Debug)]
+pub struct RangeIter {
+    tree: BTree,
+    cursor: Cursor,
+    /// The far end of the range: upper bound going forward, lower bound in reverse.
+    end: Bound<Vec<u8>>,
+    buffered: VecDeque<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RangeIter {
+    pub(crate) fn new(
+        tree: BTree,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> RangeIter {
+        let (cursor, end) = if reverse {
+            (Cursor::Before(upper), lower)
+        } else {
+            (Cursor::From(lower), upper)
+        };
+        RangeIter {
+            tree,
+            cursor,
+            end,
+            buffered: VecDeque::new(),
+        }
+    }
+
+    /// Reads the next leaf in scan order into `buffered`.
+    fn refill(&mut self) -> Result<()> {
+        while self.buffered.is_empty() {
+            let (forward, start) = match &self.cursor {
+                Cursor::Finished => return Ok(()),
+                Cursor::From(bound) => (true, bound.clone()),
+                Cursor::Before(bound) => (false, bound.clone()),
+            };
+            let next_fence = self.read_leaf(forward, &start)?;
+            self.cursor = match (&self.cursor, forward, next_fence) {
+                (Cursor::Finished, _, _) | (_, _, None) => Cursor::Finished,
+                (_, true, Some(fence)) => Cursor::From(Bound::Included(fence)),
+                (_, false, Some(fence)) => Cursor::Before(Bound::Excluded(fence)),
+            };
+        }
+        Ok(())
+    }
+
+    /// Descends to the leaf where a scan in the given direction from `start` continues,
+    /// copies the entries in range into `buffered` (reading overflow values while the leaf
+    /// is still latched, so a concurrent delete cannot free them underneath us), marks the
+    /// scan finished if the range ends in this leaf, and returns the fence where the next
+    /// leaf begins.
+    fn read_leaf(&mut self, forward: bool, start: &Bound<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+        let tree = self.tree.clone();
+        let mut next_fence = None;
+        let mut current = tree.pool.read(tree.id(ROOT_PAGE))?;
+        loop {
+            let node = tree.node(&current)?;
+            if node.kind() == NodeKind::Leaf {
+                let indexes: Box<dyn Iterator<Item = usize>> = if forward {
+                    Box::new(0..node.len())
+                } else {
+                    Box::new((0..node.len()).rev())
+                };
+                for index in indexes {
+                    let key = node.key(index);
+                    let (after_start, before_end) = if forward {
+                        (past_lower(key, start), before_upper(key, &self.end))
+                    } else {
+                        (before_upper(key, start), past_lower(key, &self.end))
+                    };
+                    if !after_start {
+                        continue;
+                    }
+                    if !before_end {
+                        self.cursor = Cursor::Finished;
+                        break;
+                    }
+                    let value = tree.load_value(node.leaf_value(index))?;
+                    self.buffered.push_back((key.to_vec(), value));
+                }
+                return Ok(next_fence);
+            }
+            // Forward, and reverse from an inclusive bound: the child whose range holds the
+            // key. Reverse from an exclusive bound: the child holding keys strictly below
+            // it — otherwise a bound equal to a separator would lead back into the leaf we
+            // just left, forever.
+            let child_index = match start {
+                Bound::Excluded(key) if !forward => match node.search(key) {
+                    Ok(index) | Err(index) => index,
+                },
+                Bound::Included(key) | Bound::Excluded(key) => node.child_index_for(key),
+                Bound::Unbounded if forward => 0,
+                Bound::Unbounded => node.len(),
+            };
+            if forward && child_index < node.len() {
+                next_fence = Some(node.key(child_index).to_vec());
+            }
+            if !forward && child_index > 0 {
+                next_fence = Some(node.key(child_index - 1).to_vec());
+            }
+            let child = node.child(child_index);
+            let next = tree.pool.read(tree.id(child))?;
+            current = next;
+        }
+    }
+}
+
+fn past_lower(key: &[u8], lower: &Bound<Vec<u8>>) -> bool {
+    match lower {
+        Bound::Unbounded => true,
+        Bound::Included(bound) => key >= bound.as_slice(),
+        Bound::Excluded(bound) => key > bound.as_slice(),
+    }
+}
+
+fn before_upper(key: &[u8], upper: &Bound<Vec<u8>>) -> bool {
+    match upper {
+        Bound::Unbounded => true,
+        Bound::Included(bound) => key <= bound.as_slice(),
+        Bound::Excluded(bound) => key < bound.as_slice(),
+    }
+}
+
+impl Iterator for RangeIter {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffered.is_empty() {
+            if let Err(error) = self.refill() {
+                self.cursor = Cursor::Finished;
+                return Some(Err(error));
+            }
+        }
+        self.buffered.pop_front().map(Ok)
+    }
+}
+
+impl BTree {
+    /// A lazy iterator over the entries with `lower <= key <= upper` (per the bounds), in
+    /// ascending order, or descending when `reverse`.
+    pub fn range(&self, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>, reverse: bool) -> RangeIter {
+        RangeIter::new(self.clone(), lower, upper, reverse)
+    }
+}

@@ -1,0 +1,19 @@
+//! The B+tree: one per table, rooted at page 1 of the table's space.
+//!
+//! | file          | owns                                                         |
+//! |---------------|--------------------------------------------------------------|
+//! | `node.rs`     | the byte layout of a node (slotted page) and edits to it     |
+//! | `tree.rs`     | search, insert with splits, delete with frees; latch protocol|
+//! | `overflow.rs` | chains of overflow pages for large values                    |
+//! | `iter.rs`     | lazy forward and reverse range scans                         |
+//! | `verify.rs`   | the structural invariants, checked                           |
+
+mod iter;
+pub mod node;
+mod overflow;
+mod tree;
+mod verify;
+
+pub use iter::RangeIter;
+pub use tree::{BTree, MAX_VALUE_LEN, ROOT_PAGE};
+pub use verify::TreeStats;

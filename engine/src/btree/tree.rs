@@ -1,0 +1,585 @@
+//! [`BTree`]: one B+tree in one tablespace — search, insert with splits, delete with
+//! freeing of emptied pages — with latch crabbing so that many threads work at once.
+//!
+//! ## Shape
+//!
+//! The root is always page 1 of the space (a root split moves the old root's contents into
+//! two new pages and turns page 1 into their parent, as InnoDB does), so nothing outside the
+//! space has to learn a new root. Leaves hold the records; branches hold separator keys and
+//! child page numbers (`node.rs` has the byte layout). There are no sibling links: range
+//! scans re-descend from the root for each leaf (see `iter.rs`), which keeps splits and
+//! frees local to one root-to-leaf path.
+//!
+//! ## Latch protocol (numbered rules; every path follows them)
+//!
+//! 1. Latches are taken top-down only: a thread holding a latch on a node asks only for
+//!    latches on that node's children (or on free/overflow pages, which no tree path
+//!    latches). So no cycle of waiters can form.
+//! 2. Reads couple shared latches: latch the child, then release the parent.
+//! 3. Writes first try *optimistically*: shared latches down to the leaf's parent, an
+//!    exclusive latch on the leaf. If the change fits in the leaf (no split, and a delete
+//!    leaves the leaf non-empty), it is done there.
+//! 4. Otherwise the write restarts *pessimistically*: exclusive latches from the root down,
+//!    releasing all ancestors as soon as the current node is *safe* — it can absorb one more
+//!    separator without splitting (insert), or it keeps at least one entry after losing a
+//!    child (delete) — because then nothing above it can change.
+//! 5. No thread ever waits for a latch it already holds, and no latch is held while control
+//!    returns to the caller (iterators copy a leaf's entries out and release it).
+
+use super::node::{self, LeafValue, Node, NodeError, NodeKind, NodeMut};
+use super::overflow;
+use crate::buffer::{BufferPool, PageMut, PageRef};
+use crate::error::{Error, Result};
+use crate::page::{self, PageId, PageType, BODY_START};
+use crate::space::Allocator;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Page number of every tree's root.
+pub const ROOT_PAGE: u32 = 1;
+
+/// Largest value Strongbox stores (the overflow length field is a u32).
+pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
+
+/// A value as it is stored in a leaf: inline bytes or a reference to an overflow chain.
+#[derive(Debug, Clone)]
+enum Stored {
+    Inline(Vec<u8>),
+    Overflow { total_len: u32, first_page: u32 },
+}
+
+impl Stored {
+    fn as_leaf_value(&self) -> LeafValue<'_> {
+        match self {
+            Stored::Inline(bytes) => LeafValue::Inline(bytes),
+            Stored::Overflow {
+                total_len,
+                first_page,
+            } => LeafValue::Overflow {
+                total_len: *total_len,
+                first_page: *first_page,
+            },
+        }
+    }
+
+    fn from_leaf_value(value: LeafValue<'_>) -> Stored {
+        match value {
+            LeafValue::Inline(bytes) => Stored::Inline(bytes.to_vec()),
+            LeafValue::Overflow {
+                total_len,
+                first_page,
+            } => Stored::Overflow {
+                total_len,
+                first_page,
+            },
+        }
+    }
+}
+
+/// An entry waiting to go into a node that is full.
+enum Pending<'v> {
+    Leaf {
+        index: usize,
+        key: &'v [u8],
+        value: LeafValue<'v>,
+    },
+    Branch {
+        index: usize,
+        key: Vec<u8>,
+        child: u32,
+    },
+}
+
+impl Pending<'_> {
+    fn page_type(&self) -> PageType {
+        match self {
+            Pending::Leaf { .. } => PageType::BtreeLeaf,
+            Pending::Branch { .. } => PageType::BtreeBranch,
+        }
+    }
+}
+
+/// One B+tree.
+#[derive(Debug, Clone)]
+pub struct BTree {
+    pub(super) pool: Arc<BufferPool>,
+    pub(super) alloc: Arc<Allocator>,
+    /// The node area of a page frame.
+    pub(super) body: Range<usize>,
+}
+
+/// What a write found at the leaf.
+enum Attempt<T> {
+    Done(T),
+    /// The optimistic path cannot do it; restart pessimistically.
+    Restart,
+}
+
+impl BTree {
+    /// Creates the empty tree of a new space: page 1 becomes an empty leaf.
+    pub fn create(pool: Arc<BufferPool>, alloc: Arc<Allocator>) -> Result<BTree> {
+        let tree = BTree::open(pool, alloc);
+        let mut root = tree.alloc.allocate(PageType::BtreeLeaf)?;
+        if root.id().page_no != ROOT_PAGE {
+            return Err(tree.corrupt(root.id().page_no, "a new tree's first page is not page 1"));
+        }
+        NodeMut::init(&mut root[tree.body.clone()], NodeKind::Leaf, 0);
+        Ok(tree)
+    }
+
+    /// The tree of an existing space.
+    pub fn open(pool: Arc<BufferPool>, alloc: Arc<Allocator>) -> BTree {
+        let page_size = pool.page_size();
+        BTree {
+            pool,
+            alloc,
+            body: BODY_START..page::body_end(page_size),
+        }
+    }
+
+    pub fn space_id(&self) -> u32 {
+        self.alloc.space().id()
+    }
+
+    /// A copy of the tablespace header (page counts, encryption record).
+    pub fn space_header(&self) -> crate::space::SpaceHeader {
+        self.alloc.space().header()
+    }
+
+    /// Longest key this tree accepts.
+    pub fn max_key_len(&self) -> usize {
+        node::max_key_len(self.body.len())
+    }
+
+    /// The value stored under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let leaf = self.descend_shared(key)?;
+        let node = self.node(&leaf)?;
+        match node.search(key) {
+            Ok(index) => Ok(Some(self.load_value(node.leaf_value(index))?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Inserts or replaces `key`.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_key(key)?;
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: MAX_VALUE_LEN,
+            });
+        }
+        let stored = self.store_value(key, value)?;
+        let replaced = match self.put_optimistic(key, &stored) {
+            Ok(Attempt::Done(replaced)) => Ok(replaced),
+            Ok(Attempt::Restart) => self.put_pessimistic(key, &stored),
+            Err(e) => Err(e),
+        };
+        match replaced {
+            Ok(old) => self.release_value(old),
+            Err(e) => {
+                // The new value never became reachable; give its pages back.
+                let _ = self.release_value(Some(stored));
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes `key`; true if it was there.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        let removed = match self.delete_optimistic(key)? {
+            Attempt::Done(removed) => removed,
+            Attempt::Restart => self.delete_pessimistic(key)?,
+        };
+        let found = removed.is_some();
+        self.release_value(removed)?;
+        Ok(found)
+    }
+
+    // ---- reading ----------------------------------------------------------------------
+
+    /// The leaf that holds (or would hold) `key`, read-latched (rule 2).
+    pub(super) fn descend_shared(&self, key: &[u8]) -> Result<PageRef> {
+        let mut current = self.pool.read(self.id(ROOT_PAGE))?;
+        loop {
+            let node = self.node(&current)?;
+            if node.kind() == NodeKind::Leaf {
+                return Ok(current);
+            }
+            let child = node.child(node.child_index_for(key));
+            let next = self.pool.read(self.id(child))?;
+            current = next;
+        }
+    }
+
+    pub(super) fn node<'a>(&self, frame: &'a [u8]) -> Result<Node<'a>> {
+        let page_no = page::read_page_no(frame);
+        Node::new(&frame[self.body.clone()]).map_err(|e| self.node_error(page_no, e))
+    }
+
+    pub(super) fn load_value(&self, value: LeafValue<'_>) -> Result<Vec<u8>> {
+        match value {
+            LeafValue::Inline(bytes) => Ok(bytes.to_vec()),
+            LeafValue::Overflow {
+                total_len,
+                first_page,
+            } => overflow::read_chain(&self.pool, &self.alloc, first_page, total_len),
+        }
+    }
+
+    // ---- values -------------------------------------------------------------------------
+
+    fn store_value(&self, key: &[u8], value: &[u8]) -> Result<Stored> {
+        if value.len() <= node::max_inline_value(self.body.len(), key.len()) {
+            return Ok(Stored::Inline(value.to_vec()));
+        }
+        let first_page = overflow::write_chain(&self.alloc, self.body.end, value)?;
+        Ok(Stored::Overflow {
+            total_len: value.len() as u32,
+            first_page,
+        })
+    }
+
+    fn release_value(&self, value: Option<Stored>) -> Result<()> {
+        match value {
+            Some(Stored::Overflow {
+                total_len,
+                first_page,
+            }) => overflow::free_chain(&self.pool, &self.alloc, first_page, total_len),
+            _ => Ok(()),
+        }
+    }
+
+    // ---- insert -----------------------------------------------------------------------
+
+    /// The leaf for `key`, write-latched, reached with shared latches above it (rule 3).
+    fn descend_for_write(&self, key: &[u8]) -> Result<PageMut> {
+        loop {
+            let root = self.pool.read(self.id(ROOT_PAGE))?;
+            if self.node(&root)?.kind() == NodeKind::Leaf {
+                drop(root);
+                let root = self.pool.write(self.id(ROOT_PAGE))?;
+                if self.node(&root)?.kind() == NodeKind::Leaf {
+                    return Ok(root);
+                }
+                continue; // the root split while we switched latches
+            }
+            let mut parent = root;
+            loop {
+                let node = self.node(&parent)?;
+                let child = node.child(node.child_index_for(key));
+                if node.level() == 1 {
+                    return self.pool.write(self.id(child));
+                }
+                let next = self.pool.read(self.id(child))?;
+                parent = next;
+            }
+        }
+    }
+
+    fn put_optimistic(&self, key: &[u8], value: &Stored) -> Result<Attempt<Option<Stored>>> {
+        let mut leaf = self.descend_for_write(key)?;
+        let position = self.node(&leaf)?.search(key);
+        let body = self.body.clone();
+        match position {
+            Ok(index) => {
+                let old = Stored::from_leaf_value(self.node(&leaf)?.leaf_value(index));
+                let mut node = self.node_mut(&mut leaf)?;
+                match node.leaf_replace_value(index, value.as_leaf_value()) {
+                    Ok(()) => Ok(Attempt::Done(Some(old))),
+                    Err(_) => Ok(Attempt::Restart),
+                }
+            }
+            Err(index) => {
+                let mut node = NodeMut::new(&mut leaf[body]).map_err(|e| self.node_error(0, e))?;
+                match node.leaf_insert(index, key, value.as_leaf_value()) {
+                    Ok(()) => Ok(Attempt::Done(None)),
+                    Err(_) => Ok(Attempt::Restart),
+                }
+            }
+        }
+    }
+
+    /// Rule 4 for inserts. Returns the value that was replaced, if any.
+    fn put_pessimistic(&self, key: &[u8], value: &Stored) -> Result<Option<Stored>> {
+        let mut path = self.descend_exclusive(key, |node| {
+            node.free_space() >= node::max_branch_cell_len(self.body.len())
+        })?;
+        let (mut leaf, _) = path.pop().expect("the path ends at a leaf");
+        let position = self.node(&leaf)?.search(key);
+        let mut replaced = None;
+        let index = match position {
+            Ok(index) => {
+                replaced = Some(Stored::from_leaf_value(self.node(&leaf)?.leaf_value(index)));
+                let mut node = self.node_mut(&mut leaf)?;
+                if node
+                    .leaf_replace_value(index, value.as_leaf_value())
+                    .is_ok()
+                {
+                    return Ok(replaced);
+                }
+                node.remove(index);
+                index
+            }
+            Err(index) => index,
+        };
+        {
+            let mut node = self.node_mut(&mut leaf)?;
+            if node.leaf_insert(index, key, value.as_leaf_value()).is_ok() {
+                return Ok(replaced);
+            }
+        }
+        // The leaf is full: split it and push a separator up the latched path.
+        let pending = Pending::Leaf {
+            index,
+            key,
+            value: value.as_leaf_value(),
+        };
+        self.split_upwards(path, leaf, pending)?;
+        Ok(replaced)
+    }
+
+    /// Latches exclusively from the root to the leaf for `key`, releasing ancestors above
+    /// every node for which `safe` holds. Returns the still-latched path with, for each
+    /// branch, the index of the child taken.
+    fn descend_exclusive(
+        &self,
+        key: &[u8],
+        safe: impl Fn(&Node<'_>) -> bool,
+    ) -> Result<Vec<(PageMut, usize)>> {
+        let root = self.pool.write(self.id(ROOT_PAGE))?;
+        let mut path: Vec<(PageMut, usize)> = vec![(root, 0)];
+        loop {
+            let (top, _) = path.last().expect("non-empty");
+            let node = self.node(top)?;
+            if node.kind() == NodeKind::Leaf {
+                return Ok(path);
+            }
+            let child_index = node.child_index_for(key);
+            let child_no = node.child(child_index);
+            path.last_mut().expect("non-empty").1 = child_index;
+            let child = self.pool.write(self.id(child_no))?;
+            if safe(&self.node(&child)?) {
+                path.clear();
+            }
+            path.push((child, 0));
+        }
+    }
+
+    /// Splits `full` while inserting `pending` into it, then inserts the new separator into
+    /// the parent (the next page up the latched `path`), splitting upwards while needed.
+    fn split_upwards(
+        &self,
+        mut path: Vec<(PageMut, usize)>,
+        mut full: PageMut,
+        mut pending: Pending<'_>,
+    ) -> Result<()> {
+        loop {
+            if full.id().page_no == ROOT_PAGE {
+                return self.split_root(full, &pending);
+            }
+            let mut right = self.alloc.allocate(pending.page_type())?;
+            let separator = self.split_node(&pending, &mut full, &mut right);
+            let right_no = right.id().page_no;
+            drop(right);
+            drop(full);
+            let (mut parent, child_index) = path
+                .pop()
+                .ok_or_else(|| self.corrupt(0, "a split reached a parent that is not latched"))?;
+            if self
+                .node_mut(&mut parent)?
+                .branch_insert(child_index, &separator, right_no)
+                .is_ok()
+            {
+                return Ok(());
+            }
+            full = parent;
+            pending = Pending::Branch {
+                index: child_index,
+                key: separator,
+                child: right_no,
+            };
+        }
+    }
+
+    /// Inserts `pending` into `left` while moving the upper part to the empty `right`;
+    /// returns the separator for the parent.
+    fn split_node(
+        &self,
+        pending: &Pending<'_>,
+        left: &mut PageMut,
+        right: &mut PageMut,
+    ) -> Vec<u8> {
+        let body = self.body.clone();
+        match pending {
+            Pending::Leaf { index, key, value } => node::leaf_insert_split(
+                &mut left[body.clone()],
+                *index,
+                key,
+                *value,
+                &mut right[body],
+            ),
+            Pending::Branch { index, key, child } => node::branch_insert_split(
+                &mut left[body.clone()],
+                *index,
+                key,
+                *child,
+                &mut right[body],
+            ),
+        }
+    }
+
+    /// Root split: the root's contents move to a new left page, which is then split as
+    /// usual; page 1 becomes a branch one level higher with the two halves as children.
+    fn split_root(&self, mut root: PageMut, pending: &Pending<'_>) -> Result<()> {
+        let body = self.body.clone();
+        let level = self.node(&root)?.level();
+        let mut left = self.alloc.allocate(pending.page_type())?;
+        left[body.clone()].copy_from_slice(&root[body.clone()]);
+        let mut right = self.alloc.allocate(pending.page_type())?;
+        let separator = self.split_node(pending, &mut left, &mut right);
+        let (left_no, right_no) = (left.id().page_no, right.id().page_no);
+        drop(left);
+        drop(right);
+        page::init_frame(&mut root, PageType::BtreeBranch, self.id(ROOT_PAGE), 0);
+        let mut node = NodeMut::init(&mut root[body], NodeKind::Branch, level + 1);
+        node.set_leftmost_child(left_no);
+        node.branch_insert(0, &separator, right_no)
+            .map_err(|_| self.corrupt(ROOT_PAGE, "a fresh root cannot hold one separator"))?;
+        Ok(())
+    }
+
+    // ---- delete -----------------------------------------------------------------------
+
+    fn delete_optimistic(&self, key: &[u8]) -> Result<Attempt<Option<Stored>>> {
+        let mut leaf = self.descend_for_write(key)?;
+        let is_root = leaf.id().page_no == ROOT_PAGE;
+        let node = self.node(&leaf)?;
+        let Ok(index) = node.search(key) else {
+            return Ok(Attempt::Done(None));
+        };
+        if node.len() == 1 && !is_root {
+            return Ok(Attempt::Restart); // the leaf would become empty: rule 4
+        }
+        let old = Stored::from_leaf_value(node.leaf_value(index));
+        self.node_mut(&mut leaf)?.remove(index);
+        Ok(Attempt::Done(Some(old)))
+    }
+
+    /// Rule 4 for deletes: an emptied leaf is freed and unlinked from its parent; a branch
+    /// left without children is freed in turn; a root branch with a single child absorbs it.
+    fn delete_pessimistic(&self, key: &[u8]) -> Result<Option<Stored>> {
+        let mut path = self.descend_exclusive(key, |node| node.len() >= 2)?;
+        let (mut leaf, _) = path.pop().expect("the path ends at a leaf");
+        let node = self.node(&leaf)?;
+        let Ok(index) = node.search(key) else {
+            return Ok(None);
+        };
+        let old = Stored::from_leaf_value(node.leaf_value(index));
+        self.node_mut(&mut leaf)?.remove(index);
+        let mut emptied = if self.node(&leaf)?.is_empty() && leaf.id().page_no != ROOT_PAGE {
+            Some(leaf)
+        } else {
+            None
+        };
+        while let Some(page) = emptied.take() {
+            let page_no = page.id().page_no;
+            drop(page);
+            self.alloc.free(page_no)?;
+            let Some((mut parent, child_index)) = path.pop() else {
+                return Err(self.corrupt(page_no, "an emptied page has no latched parent"));
+            };
+            let parent_empty = remove_child(&mut self.node_mut(&mut parent)?, child_index);
+            if parent_empty && parent.id().page_no != ROOT_PAGE {
+                emptied = Some(parent);
+            } else {
+                path.push((parent, child_index));
+            }
+        }
+        if let Some((root, _)) = path.into_iter().next() {
+            if root.id().page_no == ROOT_PAGE {
+                self.collapse_root(root)?;
+            }
+        }
+        Ok(Some(old))
+    }
+
+    /// While the root is a branch with one child and no separators, pull the child up.
+    fn collapse_root(&self, mut root: PageMut) -> Result<()> {
+        let body = self.body.clone();
+        loop {
+            let node = self.node(&root)?;
+            if node.kind() != NodeKind::Branch || !node.is_empty() {
+                return Ok(());
+            }
+            let child_no = node.child(0);
+            if child_no == 0 {
+                // The last child went away: the tree is empty again.
+                page::init_frame(&mut root, PageType::BtreeLeaf, self.id(ROOT_PAGE), 0);
+                NodeMut::init(&mut root[body], NodeKind::Leaf, 0);
+                return Ok(());
+            }
+            let child = self.pool.write(self.id(child_no))?;
+            let child_type = if self.node(&child)?.kind() == NodeKind::Leaf {
+                PageType::BtreeLeaf
+            } else {
+                PageType::BtreeBranch
+            };
+            page::init_frame(&mut root, child_type, self.id(ROOT_PAGE), 0);
+            root[body.clone()].copy_from_slice(&child[body.clone()]);
+            drop(child);
+            self.alloc.free(child_no)?;
+        }
+    }
+
+    // ---- helpers ----------------------------------------------------------------------
+
+    fn node_mut<'a>(&self, frame: &'a mut PageMut) -> Result<NodeMut<'a>> {
+        let page_no = frame.id().page_no;
+        NodeMut::new(&mut frame[self.body.clone()]).map_err(|e| self.node_error(page_no, e))
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        let max = self.max_key_len();
+        if key.len() > max {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn id(&self, page_no: u32) -> PageId {
+        PageId::new(self.space_id(), page_no)
+    }
+
+    pub(super) fn corrupt(&self, page_no: u32, problem: &str) -> Error {
+        Error::Corrupt {
+            path: self.alloc.space().path().to_path_buf(),
+            problem: format!("page {page_no}: {problem}"),
+        }
+    }
+
+    fn node_error(&self, page_no: u32, error: NodeError) -> Error {
+        self.corrupt(page_no, &error.to_string())
+    }
+}
+
+/// Unlinks child `index` from a branch; true if the branch has no children left.
+/// (Cell `i` carries child `i + 1`; child 0 is the leftmost pointer.)
+fn remove_child(node: &mut NodeMut<'_>, index: usize) -> bool {
+    if index > 0 {
+        node.remove(index - 1);
+        return false;
+    }
+    if node.as_node().is_empty() {
+        node.set_leftmost_child(0);
+        return true;
+    }
+    let first = node.as_node().child(1);
+    node.set_leftmost_child(first);
+    node.remove(0);
+    false
+}

@@ -1,0 +1,510 @@
+//! [`Db`]: opening and closing a database, tables, and everything that owns threads.
+//!
+//! ## Data directory
+//!
+//! ```text
+//! <dir>/strongbox.lock     advisory lock; holds the pid of the process that has it open
+//! <dir>/system.sbd         space 0: the catalog (key 1)
+//! <dir>/temp.sbd           temporary space (key 2, else 1); recreated at every start
+//! <dir>/space-<id>.sbd     one file per table
+//! ```
+//!
+//! ## Open, step by step
+//!
+//! 1. Lock the directory (fails at once if another process has it).
+//! 2. Load the keyring. With encryption on and no key file: refuse, saying how to make one.
+//! 3. Open (or create) the system space and the catalog; open every table's space,
+//!    unwrapping its data keys. Any missing or wrong key fails the open *before anything is
+//!    written*, naming the file, key id and version.
+//! 4. Recreate the temporary space. Start the page cleaner.
+//!
+//! Durability (until the redo log lands): data reaches disk at [`Db::checkpoint`], at
+//! [`Db::close`] (also run on drop) and when the page cleaner or eviction writes pages; a
+//! crash may lose recent commits or leave a torn state. DDL checkpoints immediately.
+
+use crate::btree::{BTree, TreeStats};
+use crate::buffer::BufferPool;
+use crate::catalog::{check_table_name, Catalog, Encrypted, TableMeta};
+use crate::error::{Error, Result};
+use crate::io::Vfs;
+use crate::options::{EncryptTables, KeySource, Options};
+use crate::page::PageSize;
+use crate::space::{
+    self, Allocator, IoCounters, NewSpace, SpaceEncryption, SpaceFile, SpaceKind, SpaceSet,
+};
+use crate::table::{Table, TableInfo, TableOptions, TableState};
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use strongbox_keyring::provider::{self, FileKeyProvider, KeyProvider};
+use strongbox_keyring::source::{FileKey, KeyFileSource};
+
+/// An open database. Cheap to clone; every clone refers to the same database.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub(crate) inner: Arc<DbInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct DbInner {
+    dir: PathBuf,
+    options: Options,
+    keyring: Option<Arc<dyn KeyProvider>>,
+    warnings: Vec<String>,
+    spaces: Arc<SpaceSet>,
+    pub(crate) pool: Arc<BufferPool>,
+    counters: Arc<IoCounters>,
+    catalog: Catalog,
+    /// Guards the open tables by name (changed by create/drop; read by `table`).
+    tables: RwLock<BTreeMap<String, Arc<TableState>>>,
+    /// Serialises DDL so the catalog, the files and `tables` change together.
+    ddl: Mutex<()>,
+    /// Guards against use after close: set once by `close`.
+    closed: Mutex<bool>,
+    _lock: Box<dyn std::fmt::Debug + Send + Sync>,
+}
+
+/// Buffer-pool and IO counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub hits: u64,
+    pub misses: u64,
+    pub pages_read: u64,
+    pub pages_written: u64,
+    pub pages_decrypted: u64,
+    pub pages_encrypted: u64,
+    pub evictions: u64,
+    pub dirty_pages: u64,
+    pub frames: u64,
+}
+
+/// What `Db::verify` checked.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Per tree: the table name (`"(catalog)"` for the catalog) and what was counted.
+    pub trees: Vec<(String, TreeStats)>,
+}
+
+impl Db {
+    /// Opens the database in `dir`, creating it if the directory holds none.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
+        let dir = dir.as_ref().to_path_buf();
+        let vfs = Arc::clone(&options.vfs);
+        vfs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = vfs.lock_directory(&dir)?;
+        let (keyring, warnings) = load_keyring(&options)?;
+        let counters = Arc::new(IoCounters::default());
+        let spaces = Arc::new(SpaceSet::new());
+        let system_path = dir.join(space::file_name(space::SYSTEM_SPACE_ID));
+        let exists = vfs.exists(&system_path);
+        let page_size = if exists {
+            space::probe_page_size(vfs.as_ref(), &system_path)?
+        } else {
+            options.page_size
+        };
+        let keyring_ref = keyring.as_deref();
+        let system = if exists {
+            SpaceFile::open(
+                vfs.as_ref(),
+                &system_path,
+                space::SYSTEM_SPACE_ID,
+                page_size,
+                keyring_ref,
+                Arc::clone(&counters),
+            )?
+        } else {
+            let encryption = system_encryption(&options, keyring_ref)?;
+            SpaceFile::create(
+                vfs.as_ref(),
+                &system_path,
+                NewSpace {
+                    id: space::SYSTEM_SPACE_ID,
+                    kind: SpaceKind::System,
+                    page_size,
+                    encryption,
+                },
+                keyring_ref,
+                Arc::clone(&counters),
+            )?
+        };
+        let system = Arc::new(system);
+        spaces.insert(Arc::clone(&system));
+        let pool = BufferPool::new(
+            options.buffer_pool_size,
+            page_size.len(),
+            Arc::clone(&spaces) as _,
+        )?;
+        let system_alloc = Arc::new(Allocator::new(system, Arc::clone(&pool)));
+        let catalog_tree = if exists {
+            BTree::open(Arc::clone(&pool), system_alloc)
+        } else {
+            BTree::create(Arc::clone(&pool), system_alloc)?
+        };
+        let catalog = Catalog::new(catalog_tree);
+        let mut tables = BTreeMap::new();
+        for (name, meta) in catalog.tables()? {
+            let path = dir.join(space::file_name(meta.space_id));
+            let space = Arc::new(SpaceFile::open(
+                vfs.as_ref(),
+                &path,
+                meta.space_id,
+                page_size,
+                keyring_ref,
+                Arc::clone(&counters),
+            )?);
+            spaces.insert(Arc::clone(&space));
+            let tree = BTree::open(
+                Arc::clone(&pool),
+                Arc::new(Allocator::new(space, Arc::clone(&pool))),
+            );
+            tables.insert(name.clone(), Arc::new(TableState::new(name, meta, tree)));
+        }
+        recreate_temp_space(
+            vfs.as_ref(),
+            &dir,
+            &options,
+            keyring_ref,
+            page_size,
+            &spaces,
+            &counters,
+        )?;
+        if !exists {
+            vfs.sync_dir(&dir)
+                .map_err(|e| Error::io("sync directory", &dir, e))?;
+        }
+        pool.start_cleaner()?;
+        let db = Db {
+            inner: Arc::new(DbInner {
+                dir,
+                options,
+                keyring,
+                warnings,
+                spaces,
+                pool,
+                counters,
+                catalog,
+                tables: RwLock::new(tables),
+                ddl: Mutex::new(()),
+                closed: Mutex::new(false),
+                _lock: lock,
+            }),
+        };
+        if !exists {
+            db.checkpoint()?;
+        }
+        Ok(db)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Warnings found while opening (for example a key file readable by others).
+    pub fn warnings(&self) -> &[String] {
+        &self.inner.warnings
+    }
+
+    /// The page size this database was created with.
+    pub fn page_size(&self) -> usize {
+        self.inner.pool.page_size()
+    }
+
+    /// Creates a table in its own tablespace, encrypted as `options` and the database
+    /// settings say.
+    pub fn create_table(&self, name: &str, options: TableOptions) -> Result<Table> {
+        self.check_open()?;
+        check_table_name(name)?;
+        let inner = &self.inner;
+        let _ddl = inner.ddl.lock();
+        if inner.tables.read().contains_key(name) {
+            return Err(Error::TableExists(name.to_string()));
+        }
+        let encryption = self.table_encryption(name, &options)?;
+        let space_id = inner.catalog.allocate_space_id()?;
+        let path = inner.dir.join(space::file_name(space_id));
+        let space = Arc::new(SpaceFile::create(
+            inner.options.vfs.as_ref(),
+            &path,
+            NewSpace {
+                id: space_id,
+                kind: SpaceKind::Table,
+                page_size: PageSize::of_buffer(self.page_size()).expect("the pool's page size is valid"),
+                encryption,
+            },
+            inner.keyring.as_deref(),
+            Arc::clone(&inner.counters),
+        )?);
+        inner.spaces.insert(Arc::clone(&space));
+        let alloc = Arc::new(Allocator::new(space, Arc::clone(&inner.pool)));
+        let tree = BTree::create(Arc::clone(&inner.pool), alloc)?;
+        let meta = TableMeta {
+            space_id,
+            encrypted_option: options.encrypted,
+            key_id: encryption.map_or(0, |e| e.key_id),
+            encrypted: encryption.is_some(),
+        };
+        inner.catalog.insert(name, &meta)?;
+        let state = Arc::new(TableState::new(name.to_string(), meta, tree));
+        inner
+            .tables
+            .write()
+            .insert(name.to_string(), Arc::clone(&state));
+        self.checkpoint()?;
+        inner
+            .options
+            .vfs
+            .sync_dir(&inner.dir)
+            .map_err(|e| Error::io("sync directory", &inner.dir, e))?;
+        Ok(Table::new(state))
+    }
+
+    /// The table called `name`.
+    pub fn table(&self, name: &str) -> Result<Table> {
+        self.check_open()?;
+        self.inner
+            .tables
+            .read()
+            .get(name)
+            .map(|state| Table::new(Arc::clone(state)))
+            .ok_or_else(|| Error::NoSuchTable(name.to_string()))
+    }
+
+    /// Drops a table: its catalog entry, its cached pages and its file.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let inner = &self.inner;
+        let _ddl = inner.ddl.lock();
+        let state = inner
+            .tables
+            .write()
+            .remove(name)
+            .ok_or_else(|| Error::NoSuchTable(name.to_string()))?;
+        // Wait for every operation in flight on the table, and refuse later ones.
+        let mut alive = state.alive.write();
+        *alive = false;
+        let space_id = state.meta.space_id;
+        inner.catalog.remove(name)?;
+        inner.pool.discard_space(space_id);
+        let space = inner.spaces.remove(space_id);
+        let path = inner.dir.join(space::file_name(space_id));
+        drop(space);
+        inner
+            .options
+            .vfs
+            .remove(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
+        self.checkpoint()?;
+        inner
+            .options
+            .vfs
+            .sync_dir(&inner.dir)
+            .map_err(|e| Error::io("sync directory", &inner.dir, e))
+    }
+
+    /// Every table with its encryption facts, like `INNODB_TABLESPACES_ENCRYPTION`.
+    pub fn tables(&self) -> Result<Vec<TableInfo>> {
+        self.check_open()?;
+        let states: Vec<Arc<TableState>> = self.inner.tables.read().values().cloned().collect();
+        Ok(states.iter().map(|state| state.info()).collect())
+    }
+
+    /// Writes every dirty page and every tablespace header, synced.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.pool.flush_all()?;
+        self.inner.spaces.persist_headers()
+    }
+
+    /// Checks every tree and every tablespace's page accounting.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.check_open()?;
+        let mut report = VerifyReport::default();
+        report
+            .trees
+            .push(("(catalog)".to_string(), self.inner.catalog.tree().verify()?));
+        let states: Vec<Arc<TableState>> = self.inner.tables.read().values().cloned().collect();
+        for state in states {
+            report
+                .trees
+                .push((state.name.clone(), state.tree.verify()?));
+        }
+        Ok(report)
+    }
+
+    /// Buffer-pool and IO counters.
+    pub fn stats(&self) -> Stats {
+        let pool = self.inner.pool.stats();
+        let counters = &self.inner.counters;
+        Stats {
+            hits: pool.hits,
+            misses: pool.misses,
+            pages_read: counters.pages_read.load(Ordering::Relaxed),
+            pages_written: counters.pages_written.load(Ordering::Relaxed),
+            pages_decrypted: counters.pages_decrypted.load(Ordering::Relaxed),
+            pages_encrypted: counters.pages_encrypted.load(Ordering::Relaxed),
+            evictions: pool.evictions,
+            dirty_pages: pool.dirty_pages,
+            frames: pool.frames,
+        }
+    }
+
+    /// Checkpoints and stops background threads. Later calls on any clone fail with
+    /// `Poisoned("database is closed")`. Also run (ignoring errors) when the last clone drops.
+    pub fn close(&self) -> Result<()> {
+        let mut closed = self.inner.closed.lock();
+        if *closed {
+            return Ok(());
+        }
+        *closed = true;
+        let flushed = self.checkpoint();
+        let stopped = self.inner.pool.shutdown();
+        flushed.and(stopped)
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if *self.inner.closed.lock() {
+            return Err(Error::Poisoned("the database is closed".into()));
+        }
+        Ok(())
+    }
+
+    /// How a new table is encrypted, after checking the settings and the keyring.
+    fn table_encryption(
+        &self,
+        name: &str,
+        options: &TableOptions,
+    ) -> Result<Option<SpaceEncryption>> {
+        let settings = &self.inner.options;
+        let encrypted = match options.encrypted {
+            Encrypted::Yes => true,
+            Encrypted::No if settings.encrypt_tables == EncryptTables::Force => {
+                return Err(Error::EncryptionForced {
+                    table: name.to_string(),
+                });
+            }
+            Encrypted::No => false,
+            Encrypted::Default => settings.encrypt_tables != EncryptTables::Off,
+        };
+        if !encrypted {
+            if options.encryption_key_id.is_some() {
+                return Err(Error::InvalidOption {
+                    name: "encryption_key_id",
+                    problem: format!("table {name:?} is not encrypted, so it cannot name a key id"),
+                });
+            }
+            return Ok(None);
+        }
+        let key_id = options
+            .encryption_key_id
+            .unwrap_or(settings.default_encryption_key_id);
+        let keyring = self
+            .inner
+            .keyring
+            .as_deref()
+            .ok_or_else(|| Error::NoKeyring {
+                what: format!("encrypted table {name:?}"),
+            })?;
+        if keyring.latest_version(key_id).is_none() {
+            return Err(Error::MissingTableKey {
+                table: name.to_string(),
+                key_id,
+            });
+        }
+        Ok(Some(SpaceEncryption {
+            key_id,
+            algorithm: settings.encryption_algorithm,
+        }))
+    }
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        if !*self.closed.get_mut() {
+            let _ = self.pool.flush_all();
+            let _ = self.spaces.persist_headers();
+            let _ = self.pool.shutdown();
+        }
+    }
+}
+
+/// The keyring (if any) and the warnings found while loading it.
+type LoadedKeyring = (Option<Arc<dyn KeyProvider>>, Vec<String>);
+
+fn load_keyring(options: &Options) -> Result<LoadedKeyring> {
+    match &options.keys {
+        KeySource::None => Ok((None, Vec::new())),
+        KeySource::Provider(provider) => Ok((Some(Arc::clone(provider)), Vec::new())),
+        KeySource::File {
+            path,
+            filekey,
+            settings,
+        } => {
+            let source = match filekey {
+                None => KeyFileSource::plain(path),
+                Some(secret) => KeyFileSource::encrypted(path, FileKey::parse(secret)?, *settings),
+            };
+            let (provider, diagnostics) = FileKeyProvider::open(source)?;
+            let warnings = diagnostics.iter().map(ToString::to_string).collect();
+            Ok((Some(Arc::new(provider)), warnings))
+        }
+    }
+}
+
+/// The system space is encrypted with key 1 whenever table encryption is on.
+fn system_encryption(
+    options: &Options,
+    keyring: Option<&dyn KeyProvider>,
+) -> Result<Option<SpaceEncryption>> {
+    if options.encrypt_tables == EncryptTables::Off {
+        return Ok(None);
+    }
+    let keyring = keyring.ok_or_else(|| Error::NoKeyring {
+        what: format!("encrypt_tables = {}", options.encrypt_tables.name()),
+    })?;
+    provider::require_system_key(keyring)?;
+    Ok(Some(SpaceEncryption {
+        key_id: provider::SYSTEM_KEY_ID,
+        algorithm: options.encryption_algorithm,
+    }))
+}
+
+/// Deletes the old temporary space and makes a new, empty one (key 2, else key 1).
+fn recreate_temp_space(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    options: &Options,
+    keyring: Option<&dyn KeyProvider>,
+    page_size: PageSize,
+    spaces: &SpaceSet,
+    counters: &Arc<IoCounters>,
+) -> Result<()> {
+    let path = dir.join(space::file_name(space::TEMP_SPACE_ID));
+    if vfs.exists(&path) {
+        vfs.remove(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
+    }
+    let encryption = match keyring {
+        Some(keyring) if options.encrypt_temp => Some(SpaceEncryption {
+            key_id: provider::temporary_key_id(keyring),
+            algorithm: options.encryption_algorithm,
+        }),
+        _ => None,
+    };
+    let temp = SpaceFile::create(
+        vfs,
+        &path,
+        NewSpace {
+            id: space::TEMP_SPACE_ID,
+            kind: SpaceKind::Temporary,
+            page_size,
+            encryption,
+        },
+        keyring,
+        Arc::clone(counters),
+    )?;
+    spaces.insert(Arc::new(temp));
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The engine's error type: one enum whose variants a caller can match and act on.
+//!
+//! Page-level failures keep their own type ([`PageError`]) so that corruption, wrong keys
+//! and missing keys stay distinguishable all the way up to the caller.
+
+use crate::page::PageError;
+use std::path::PathBuf;
+use strongbox_keyring::KeyringError;
+
+/// Everything the engine can report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A page failed its checks: corrupt, wrong key, missing key or misplaced.
+    #[error("{path}: {source}")]
+    Page {
+        path: PathBuf,
+        #[source]
+        source: PageError,
+    },
+
+    /// The keyring refused: missing key id or version, unwrap failure, bad key file.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+
+    /// A tablespace's data key could not be unwrapped: its keyring key (id, version) is
+    /// missing or differs from the one the data key was wrapped under.
+    #[error("cannot read {path}: {source}")]
+    KeyUnavailable {
+        path: PathBuf,
+        #[source]
+        source: KeyringError,
+    },
+
+    /// Encryption is needed but no keyring was configured.
+    #[error(
+        "{what} needs encryption keys but no key file was given; create one with \
+         `strongbox keys generate --out keys.txt --ids 1,2` and pass it with --keyfile \
+         (Options::keyfile), or set encrypt_tables = off for an unencrypted database"
+    )]
+    NoKeyring { what: String },
+
+    /// Another process holds the data directory.
+    #[error("data directory {path} is in use by another process{}", holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    Locked { path: PathBuf, holder: Option<u32> },
+
+    /// A file's structure is wrong in a way no checksum caught (bad magic, impossible
+    /// header field, broken tree invariant).
+    #[error("{path}: {problem}")]
+    Corrupt { path: PathBuf, problem: String },
+
+    /// The file was written by an incompatible version or with other settings.
+    #[error("{path}: {problem}")]
+    Incompatible { path: PathBuf, problem: String },
+
+    #[error("table {0:?} already exists")]
+    TableExists(String),
+
+    #[error("table {0:?} does not exist")]
+    NoSuchTable(String),
+
+    /// Table names are 1 to 64 bytes of letters, digits, `_`, `-` and `.`.
+    #[error("invalid table name {0:?}: use 1 to 64 letters, digits, '_', '-' or '.'")]
+    InvalidTableName(String),
+
+    /// `encrypt_tables = force` refuses unencrypted tables.
+    #[error("table {table:?}: encrypted = no is refused because encrypt_tables = force")]
+    EncryptionForced { table: String },
+
+    /// A table names a key id the keyring does not have.
+    #[error("table {table:?}: encryption key id {key_id} is not in the keyring")]
+    MissingTableKey { table: String, key_id: u32 },
+
+    #[error("key of {len} bytes is longer than the maximum of {max} bytes for this page size")]
+    KeyTooLarge { len: usize, max: usize },
+
+    #[error("value of {len} bytes is larger than the maximum of {max} bytes")]
+    ValueTooLarge { len: usize, max: usize },
+
+    /// Every buffer-pool frame is pinned; the pool is too small for the concurrency.
+    #[error("buffer pool exhausted: all {frames} frames are in use; raise buffer_pool_size")]
+    BufferPoolExhausted { frames: usize },
+
+    /// A background thread failed earlier; the database refuses further work until it is
+    /// reopened (which runs recovery).
+    #[error("the database stopped after an earlier failure: {0}")]
+    Poisoned(String),
+
+    /// An option value is out of range or inconsistent.
+    #[error("invalid option {name}: {problem}")]
+    InvalidOption { name: &'static str, problem: String },
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An IO error with the operation and file it concerns.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! # strongbox-engine
+//!
+//! The storage engine: a B+tree key-value store whose pages are plaintext in the buffer
+//! pool and encrypted only on their way to disk.
+//!
+//! ```no_run
+//! use strongbox_engine::{Db, Options, TableOptions};
+//!
+//! let db = Db::open("data", Options::new().keyfile("keys.txt"))?;
+//! let users = db.create_table("users", TableOptions::default())?;   // encrypted, key 1
+//! let mut txn = db.begin()?;
+//! txn.put(&users, b"alice", b"admin")?;
+//! txn.commit()?;
+//! assert_eq!(db.get(&users, b"alice")?, Some(b"admin".to_vec()));
+//! # Ok::<(), strongbox_engine::Error>(())
+//! ```
+//!
+//! Layers, bottom-up (see `docs/ARCHITECTURE.md`):
+//!
+//! | module      | owns                                                                  |
+//! |-------------|-----------------------------------------------------------------------|
+//! | [`io`]      | the file-system seam (`Vfs`, `FileIo`); real and in-memory            |
+//! | [`page`]    | the page header and codec: plaintext frame <-> checksummed ciphertext |
+//! | [`space`]   | tablespace files, page 0, data keys, write nonces, free lists         |
+//! | [`buffer`]  | the buffer pool, its replacer and the page cleaner                   |
+//! | [`btree`]   | B+tree nodes, search, splits, frees, scans, verify                    |
+//! | `catalog`   | table name -> tablespace and encryption settings                      |
+//! | `db`, `txn` | the embedded API                                                      |
+
+pub mod btree;
+pub mod buffer;
+mod catalog;
+mod db;
+mod dirlock;
+mod error;
+pub mod inspect;
+pub mod io;
+mod options;
+pub mod page;
+pub mod space;
+mod table;
+mod txn;
+
+pub use catalog::Encrypted;
+pub use db::{Db, Stats, VerifyReport};
+pub use error::{Error, Result};
+pub use options::{EncryptTables, KeySource, Options};
+pub use table::{Table, TableInfo, TableOptions};
+pub use txn::{Scan, Transaction};

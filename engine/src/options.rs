@@ -1,0 +1,204 @@
+//! [`Options`]: every setting of a database, with MariaDB's names where one exists
+//! (DESIGN §5), and the builder embedders use.
+//!
+//! | option                      | default   | meaning                                          |
+//! |-----------------------------|-----------|--------------------------------------------------|
+//! | `keyfile` / `filekey`       | none      | the MariaDB-format key file and its file key     |
+//! | `encrypt_tables`            | `on`      | `off`, `on` (tables default to encrypted), `force` (no unencrypted tables) |
+//! | `encrypt_temp`              | `on`      | encrypt the temporary tablespace (key 2, else 1) |
+//! | `default_encryption_key_id` | 1         | key id of tables that do not name one            |
+//! | `encryption_algorithm`      | `aes_ctr` | `aes_ctr`, `aes_cbc`, or `aes_gcm` (authenticated) |
+//! | `buffer_pool_size`          | 128 MiB   | bytes of page frames; the engine's memory budget |
+//! | `page_size`                 | 16384     | 4096 … 65536; fixed when the database is created  |
+//!
+//! The redo-log, rotation and doublewrite settings (`encrypt_log`, `flush_log_at_commit`,
+//! `encryption_threads`, `encryption_rotate_key_age`, `encryption_rotation_iops`,
+//! `doublewrite`) arrive with the subsystems they control.
+
+use crate::io::{StdVfs, Vfs};
+use crate::page::PageSize;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use strongbox_keyring::openssl_enc::EncSettings;
+use strongbox_keyring::provider::KeyProvider;
+use strongbox_keyring::Algorithm;
+
+/// MariaDB's `innodb_encrypt_tables`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncryptTables {
+    /// New tables are unencrypted unless they say `encrypted = yes`.
+    Off,
+    /// New tables are encrypted unless they say `encrypted = no`.
+    #[default]
+    On,
+    /// Every table is encrypted; `encrypted = no` is refused.
+    Force,
+}
+
+impl EncryptTables {
+    pub fn name(self) -> &'static str {
+        match self {
+            EncryptTables::Off => "off",
+            EncryptTables::On => "on",
+            EncryptTables::Force => "force",
+        }
+    }
+}
+
+impl std::str::FromStr for EncryptTables {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "off" | "0" | "false" | "no" => Ok(EncryptTables::Off),
+            "on" | "1" | "true" | "yes" => Ok(EncryptTables::On),
+            "force" => Ok(EncryptTables::Force),
+            _ => Err(format!("{text:?} is not off, on or force")),
+        }
+    }
+}
+
+/// Where the keyring comes from.
+#[derive(Clone, Default)]
+pub enum KeySource {
+    /// No keyring: only `encrypt_tables = off` databases can be used.
+    #[default]
+    None,
+    /// A key file, plain or encrypted (`filekey` is `SECRET` or `FILE:path`).
+    File {
+        path: PathBuf,
+        filekey: Option<String>,
+        settings: EncSettings,
+    },
+    /// Keys supplied by the embedder.
+    Provider(Arc<dyn KeyProvider>),
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::None => write!(f, "None"),
+            KeySource::File {
+                path,
+                filekey,
+                settings,
+            } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("filekey", &filekey.as_ref().map(|_| "<redacted>"))
+                .field("settings", settings)
+                .finish(),
+            KeySource::Provider(provider) => write!(f, "Provider({provider:?})"),
+        }
+    }
+}
+
+/// Settings for [`crate::Db::open`]. Build with [`Options::new`] and the setters.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) keys: KeySource,
+    pub(crate) encrypt_tables: EncryptTables,
+    pub(crate) encrypt_temp: bool,
+    pub(crate) default_encryption_key_id: u32,
+    pub(crate) encryption_algorithm: Algorithm,
+    pub(crate) buffer_pool_size: usize,
+    pub(crate) page_size: PageSize,
+    pub(crate) vfs: Arc<dyn Vfs>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            keys: KeySource::None,
+            encrypt_tables: EncryptTables::On,
+            encrypt_temp: true,
+            default_encryption_key_id: 1,
+            encryption_algorithm: Algorithm::AesCtr,
+            buffer_pool_size: 128 << 20,
+            page_size: PageSize::DEFAULT,
+            vfs: Arc::new(StdVfs),
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: encryption on, AES-CTR, 128 MiB buffer pool, 16 KiB pages, no keyring.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Use a MariaDB-format key file (plain unless [`Options::filekey`] is set).
+    pub fn keyfile(mut self, path: impl Into<PathBuf>) -> Options {
+        let (filekey, settings) = match self.keys {
+            KeySource::File {
+                filekey, settings, ..
+            } => (filekey, settings),
+            _ => (None, EncSettings::default()),
+        };
+        self.keys = KeySource::File {
+            path: path.into(),
+            filekey,
+            settings,
+        };
+        self
+    }
+
+    /// The key file is encrypted: `secret` is the passphrase or `FILE:path`; `settings`
+    /// are the digest and KDF it was encrypted with. Call after [`Options::keyfile`].
+    pub fn filekey(mut self, secret: impl Into<String>, settings: EncSettings) -> Options {
+        if let KeySource::File {
+            filekey,
+            settings: s,
+            ..
+        } = &mut self.keys
+        {
+            *filekey = Some(secret.into());
+            *s = settings;
+        }
+        self
+    }
+
+    /// Keys from the embedder's own provider.
+    pub fn key_provider(mut self, provider: Arc<dyn KeyProvider>) -> Options {
+        self.keys = KeySource::Provider(provider);
+        self
+    }
+
+    pub fn encrypt_tables(mut self, setting: EncryptTables) -> Options {
+        self.encrypt_tables = setting;
+        self
+    }
+
+    pub fn encrypt_temp(mut self, on: bool) -> Options {
+        self.encrypt_temp = on;
+        self
+    }
+
+    pub fn default_encryption_key_id(mut self, key_id: u32) -> Options {
+        self.default_encryption_key_id = key_id;
+        self
+    }
+
+    pub fn encryption_algorithm(mut self, algorithm: Algorithm) -> Options {
+        self.encryption_algorithm = algorithm;
+        self
+    }
+
+    /// Bytes of buffer-pool frames (at least 16 pages).
+    pub fn buffer_pool_size(mut self, bytes: usize) -> Options {
+        self.buffer_pool_size = bytes;
+        self
+    }
+
+    /// Page size for a *new* database; an existing one keeps the size it was created with.
+    pub fn page_size(mut self, page_size: PageSize) -> Options {
+        self.page_size = page_size;
+        self
+    }
+
+    /// The file system (tests use an in-memory or fault-injecting one).
+    pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Options {
+        self.vfs = vfs;
+        self
+    }
+}

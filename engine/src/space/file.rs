@@ -1,0 +1,435 @@
+//! [`SpaceFile`]: one tablespace file — page 0, the data keys, and the IO boundary where
+//! pages are encrypted on write and decrypted on read.
+//!
+//! Pages `1..page_count` are moved in and out of the buffer pool through
+//! [`SpaceFile::read_page`] / [`SpaceFile::write_page`], which run the page codec with this
+//! space's data key. Page 0 (the [`SpaceHeader`]) never enters the buffer pool: the header
+//! lives in memory here and is written whole, synced, by [`SpaceFile::persist_header`].
+
+use super::header::{EncryptionRecord, Generation, SpaceHeader, SpaceKind};
+use super::nonce::NonceSource;
+use crate::error::{Error, Result};
+use crate::io::{FileIo, OpenMode, Vfs};
+use crate::page::{self, PageId, PageKeys, PageSize, PageType, Seal};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use strongbox_keyring::provider::KeyProvider;
+use strongbox_keyring::{wrap, Algorithm, DataKey};
+
+/// Counters of page IO and crypto, shared by every space of a database.
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    pub pages_read: AtomicU64,
+    pub pages_written: AtomicU64,
+    pub pages_decrypted: AtomicU64,
+    pub pages_encrypted: AtomicU64,
+}
+
+/// How a new space is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpaceEncryption {
+    pub key_id: u32,
+    pub algorithm: Algorithm,
+}
+
+/// What a new space is.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSpace {
+    pub id: u32,
+    pub kind: SpaceKind,
+    pub page_size: PageSize,
+    /// `None` for an unencrypted space.
+    pub encryption: Option<SpaceEncryption>,
+}
+
+/// The unwrapped data keys of a space, by generation (key version).
+#[derive(Debug, Default)]
+struct SpaceKeys {
+    key_id: u32,
+    by_version: HashMap<u32, Arc<DataKey>>,
+}
+
+impl PageKeys for SpaceKeys {
+    fn data_key(&self, key_id: u32, key_version: u32) -> Option<Arc<DataKey>> {
+        if key_id != self.key_id {
+            return None;
+        }
+        self.by_version.get(&key_version).cloned()
+    }
+}
+
+/// One open tablespace file.
+#[derive(Debug)]
+pub struct SpaceFile {
+    id: u32,
+    path: PathBuf,
+    file: Arc<dyn FileIo>,
+    page_size: PageSize,
+    /// Guards the in-memory page 0: allocation state and encryption record.
+    header: Mutex<SpaceHeader>,
+    /// Serialises page-0 writes, so a later snapshot never lands before an earlier one.
+    header_write: Mutex<()>,
+    /// Guards the unwrapped data keys (replaced by rotation).
+    keys: RwLock<SpaceKeys>,
+    nonces: NonceSource,
+    counters: Arc<IoCounters>,
+}
+
+impl SpaceFile {
+    /// Creates a new space file with only page 0, synced, and a fresh data key wrapped
+    /// under the latest version of `spec.encryption.key_id`.
+    pub fn create(
+        vfs: &dyn Vfs,
+        path: &Path,
+        spec: NewSpace,
+        keyring: Option<&dyn KeyProvider>,
+        counters: Arc<IoCounters>,
+    ) -> Result<SpaceFile> {
+        let NewSpace {
+            id,
+            kind,
+            page_size,
+            encryption,
+        } = spec;
+        let mut keys = SpaceKeys::default();
+        let record = match encryption {
+            None => None,
+            Some(settings) => {
+                let keyring = keyring.ok_or_else(|| Error::NoKeyring {
+                    what: format!("creating encrypted tablespace {}", path.display()),
+                })?;
+                let (data_key, wrapped) = wrap::new_data_key(keyring, settings.key_id)?;
+                let version = wrapped.key_version;
+                keys.key_id = settings.key_id;
+                keys.by_version.insert(version, Arc::new(data_key));
+                Some(EncryptionRecord {
+                    key_id: settings.key_id,
+                    algorithm: settings.algorithm,
+                    current_version: version,
+                    min_version: version,
+                    rotation: Default::default(),
+                    generations: vec![Generation { version, wrapped }],
+                })
+            }
+        };
+        let header = SpaceHeader {
+            space_id: id,
+            page_size: page_size.get(),
+            kind,
+            page_count: 1,
+            free_head: 0,
+            free_count: 0,
+            nonce_reserved: 0,
+            encryption: record,
+        };
+        let file = vfs
+            .open(path, OpenMode::CreateNew)
+            .map_err(|e| Error::io("create", path, e))?;
+        let space = SpaceFile::assemble(id, path, file, page_size, header, keys, counters);
+        space.persist_header()?;
+        Ok(space)
+    }
+
+    /// Opens an existing space file: reads and checks page 0 and unwraps every data-key
+    /// generation with `keyring`. Writes nothing.
+    pub fn open(
+        vfs: &dyn Vfs,
+        path: &Path,
+        expected_id: u32,
+        page_size: PageSize,
+        keyring: Option<&dyn KeyProvider>,
+        counters: Arc<IoCounters>,
+    ) -> Result<SpaceFile> {
+        let file = vfs
+            .open(path, OpenMode::Existing)
+            .map_err(|e| Error::io("open", path, e))?;
+        let header = read_header(file.as_ref(), path, expected_id, page_size)?;
+        let mut keys = SpaceKeys::default();
+        if let Some(record) = &header.encryption {
+            let keyring = keyring.ok_or_else(|| Error::NoKeyring {
+                what: format!("encrypted tablespace {}", path.display()),
+            })?;
+            keys.key_id = record.key_id;
+            for generation in &record.generations {
+                let data_key = wrap::unwrap(keyring, &generation.wrapped).map_err(|source| {
+                    Error::KeyUnavailable {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?;
+                keys.by_version
+                    .insert(generation.version, Arc::new(data_key));
+            }
+        }
+        Ok(SpaceFile::assemble(
+            expected_id,
+            path,
+            file,
+            page_size,
+            header,
+            keys,
+            counters,
+        ))
+    }
+
+    fn assemble(
+        id: u32,
+        path: &Path,
+        file: Arc<dyn FileIo>,
+        page_size: PageSize,
+        header: SpaceHeader,
+        keys: SpaceKeys,
+        counters: Arc<IoCounters>,
+    ) -> SpaceFile {
+        SpaceFile {
+            id,
+            path: path.to_path_buf(),
+            file,
+            page_size,
+            nonces: NonceSource::new(header.nonce_reserved),
+            header: Mutex::new(header),
+            header_write: Mutex::new(()),
+            keys: RwLock::new(keys),
+            counters,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn page_size(&self) -> PageSize {
+        self.page_size
+    }
+
+    /// A copy of the in-memory header.
+    pub fn header(&self) -> SpaceHeader {
+        self.header.lock().clone()
+    }
+
+    /// Changes the in-memory header (allocation); persisted by the next `persist_header`.
+    pub(crate) fn update_header<T>(&self, change: impl FnOnce(&mut SpaceHeader) -> T) -> T {
+        change(&mut self.header.lock())
+    }
+
+    /// Reads page `page_no` and decodes it (verifying its checksum and decrypting it) into
+    /// `frame`.
+    pub fn read_page(&self, page_no: u32, frame: &mut [u8]) -> Result<()> {
+        self.check_data_page(page_no)?;
+        let offset = self.offset_of(page_no);
+        self.file
+            .read_at(frame, offset)
+            .map_err(|e| Error::io("read page from", &self.path, e))?;
+        self.counters.pages_read.fetch_add(1, Ordering::Relaxed);
+        let id = PageId::new(self.id, page_no);
+        let header =
+            page::decode_in_place(frame, id, &*self.keys.read()).map_err(|source| Error::Page {
+                path: self.path.clone(),
+                source,
+            })?;
+        if header.cipher.is_some() {
+            self.counters
+                .pages_decrypted
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Encodes `frame` (encrypting it with the current data key if the space is encrypted)
+    /// and writes it as page `page_no`. Not durable until [`SpaceFile::sync`].
+    pub fn write_page(&self, page_no: u32, frame: &[u8]) -> Result<()> {
+        self.check_data_page(page_no)?;
+        let mut stored = vec![0u8; self.page_size.len()];
+        let encryption = self
+            .header
+            .lock()
+            .encryption
+            .as_ref()
+            .map(|record| (record.key_id, record.current_version, record.algorithm));
+        match encryption {
+            None => page::encode(frame, Seal::Plain, &mut stored),
+            Some((key_id, key_version, algorithm)) => {
+                let key = self
+                    .keys
+                    .read()
+                    .data_key(key_id, key_version)
+                    .expect("the current generation's data key is always loaded");
+                let write_nonce = self.nonces.next(|limit| self.reserve_nonces(limit))?;
+                page::encode(
+                    frame,
+                    Seal::Encrypted {
+                        key: &key,
+                        algorithm,
+                        key_id,
+                        key_version,
+                        write_nonce,
+                    },
+                    &mut stored,
+                )
+            }
+        }
+        .map_err(|source| Error::Page {
+            path: self.path.clone(),
+            source,
+        })?;
+        if encryption.is_some() {
+            self.counters
+                .pages_encrypted
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.file
+            .write_at(&stored, self.offset_of(page_no))
+            .map_err(|e| Error::io("write page to", &self.path, e))?;
+        self.counters.pages_written.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes every page written so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync()
+            .map_err(|e| Error::io("sync", &self.path, e))
+    }
+
+    /// Writes page 0 from the in-memory header and syncs the file.
+    pub fn persist_header(&self) -> Result<()> {
+        let _ordered = self.header_write.lock();
+        let snapshot = self.header.lock().clone();
+        self.write_header(&snapshot)
+    }
+
+    fn reserve_nonces(&self, new_limit: u64) -> Result<()> {
+        let _ordered = self.header_write.lock();
+        let snapshot = {
+            let mut header = self.header.lock();
+            header.nonce_reserved = new_limit;
+            header.clone()
+        };
+        self.write_header(&snapshot)
+    }
+
+    fn write_header(&self, header: &SpaceHeader) -> Result<()> {
+        let size = self.page_size.len();
+        let mut frame = vec![0u8; size];
+        page::init_frame(
+            &mut frame,
+            PageType::SpaceHeader,
+            PageId::new(self.id, 0),
+            0,
+        );
+        header.write(&mut frame);
+        let mut stored = vec![0u8; size];
+        page::encode(&frame, Seal::Plain, &mut stored).map_err(|source| Error::Page {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.file
+            .write_at(&stored, 0)
+            .map_err(|e| Error::io("write header of", &self.path, e))?;
+        self.sync()
+    }
+
+    fn offset_of(&self, page_no: u32) -> u64 {
+        u64::from(page_no) * self.page_size.len() as u64
+    }
+
+    fn check_data_page(&self, page_no: u32) -> Result<()> {
+        let page_count = self.header.lock().page_count;
+        if page_no == 0 || page_no >= page_count {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                problem: format!(
+                    "page {page_no} is outside the data pages 1..{page_count} of space {}",
+                    self.id
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The page size a space file was created with, read from its header (before checksums
+/// can be checked, since the checksum covers a whole page of that size).
+pub fn probe_page_size(vfs: &dyn Vfs, path: &Path) -> Result<PageSize> {
+    let file = vfs
+        .open(path, OpenMode::Existing)
+        .map_err(|e| Error::io("open", path, e))?;
+    let smallest = PageSize::ALL[0].len();
+    let mut probe = vec![0u8; smallest];
+    file.read_at(&mut probe, 0).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Error::Corrupt {
+            path: path.to_path_buf(),
+            problem: "file is shorter than the smallest page".into(),
+        },
+        _ => Error::io("read header of", path, e),
+    })?;
+    let header = SpaceHeader::read(&probe).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        problem: e.0,
+    })?;
+    PageSize::try_from(header.page_size).map_err(|_| Error::Corrupt {
+        path: path.to_path_buf(),
+        problem: format!(
+            "header names page size {}, which is not a valid size",
+            header.page_size
+        ),
+    })
+}
+
+/// Reads page 0 without knowing the page size in advance: the smallest page size is read
+/// first to learn the size recorded in the header, then the whole page is checked.
+fn read_header(
+    file: &dyn FileIo,
+    path: &Path,
+    expected_id: u32,
+    page_size: PageSize,
+) -> Result<SpaceHeader> {
+    let corrupt = |problem: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut frame = vec![0u8; page_size.len()];
+    file.read_at(&mut frame, 0).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => corrupt("file is shorter than one page".into()),
+        _ => Error::io("read header of", path, e),
+    })?;
+    if let Ok(header) = SpaceHeader::read(&frame) {
+        if header.page_size != page_size.get() {
+            return Err(Error::Incompatible {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "written with page_size {}, opened with page_size {}",
+                    header.page_size,
+                    page_size.get()
+                ),
+            });
+        }
+    }
+    struct NoKeys;
+    impl PageKeys for NoKeys {
+        fn data_key(&self, _: u32, _: u32) -> Option<Arc<DataKey>> {
+            None
+        }
+    }
+    page::decode_in_place(&mut frame, PageId::new(expected_id, 0), &NoKeys).map_err(|source| {
+        Error::Page {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let header = SpaceHeader::read(&frame).map_err(|e| corrupt(e.0))?;
+    if header.space_id != expected_id {
+        return Err(corrupt(format!(
+            "header says space {}, expected space {expected_id}",
+            header.space_id
+        )));
+    }
+    Ok(header)
+}

@@ -1,0 +1,344 @@
+//! Page 0 of every tablespace: the space header.
+//!
+//! Page 0 is stored *unencrypted* (cipher 0 in the page header, checksummed like every
+//! page): it holds what is needed before anything can be decrypted — the wrapped data keys —
+//! plus the allocation state. Nothing in it is user data; wrapped keys are safe to store in
+//! the clear (they are encrypted under a keyring key). Page 0 never enters the buffer pool;
+//! [`super::SpaceFile`] owns it.
+//!
+//! ## Layout of the body (offsets from `page::BODY_START`, little-endian)
+//!
+//! ```text
+//! offset size field
+//! 0      8    magic               "SBXSPACE"
+//! 8      4    format_version      1
+//! 12     4    space_id
+//! 16     4    page_size           bytes
+//! 20     1    kind                0 system, 1 table, 2 temporary
+//! 21     1    encrypted           0 no, 1 yes
+//! 22     1    algorithm           1 aes_ctr, 2 aes_cbc, 3 aes_gcm (0 when unencrypted)
+//! 23     1    generation_count    data-key generations stored below (0..=4)
+//! 24     4    page_count          pages in use or on the free list (file high-water mark)
+//! 28     4    free_head           first page of the free list (0 = empty)
+//! 32     4    free_count          pages on the free list
+//! 36     4    reserved            0
+//! 40     8    nonce_reserved      write nonces below this may have been used (see FORMAT.md)
+//! 48     4    key_id              keyring key id of the tablespace
+//! 52     4    current_key_version generation new page writes use
+//! 56     4    min_key_version     oldest generation any page may still carry
+//! 60     4    rotate_next_page    re-encryption progress (rotation work)
+//! 64     4    rotate_target       generation the rotation moves pages to (0 = none)
+//! 68     4    rotate_flags        0
+//! 72     8    reserved            0
+//! 80     224  generations         4 × { version u32, WrappedKey (52 bytes) }
+//! 304         end
+//! ```
+
+use crate::page::BODY_START;
+use strongbox_keyring::wrap::WrappedKey;
+use strongbox_keyring::Algorithm;
+
+pub const MAGIC: &[u8; 8] = b"SBXSPACE";
+pub const FORMAT_VERSION: u32 = 1;
+/// How many data-key generations a space header can hold at once.
+pub const MAX_GENERATIONS: usize = 4;
+
+const MAGIC_OFFSET: usize = 0;
+const FORMAT_OFFSET: usize = MAGIC_OFFSET + 8;
+const SPACE_ID_OFFSET: usize = FORMAT_OFFSET + 4;
+const PAGE_SIZE_OFFSET: usize = SPACE_ID_OFFSET + 4;
+const KIND_OFFSET: usize = PAGE_SIZE_OFFSET + 4;
+const ENCRYPTED_OFFSET: usize = KIND_OFFSET + 1;
+const ALGORITHM_OFFSET: usize = ENCRYPTED_OFFSET + 1;
+const GENERATION_COUNT_OFFSET: usize = ALGORITHM_OFFSET + 1;
+const PAGE_COUNT_OFFSET: usize = GENERATION_COUNT_OFFSET + 1;
+const FREE_HEAD_OFFSET: usize = PAGE_COUNT_OFFSET + 4;
+const FREE_COUNT_OFFSET: usize = FREE_HEAD_OFFSET + 4;
+const RESERVED1_OFFSET: usize = FREE_COUNT_OFFSET + 4;
+const NONCE_OFFSET: usize = RESERVED1_OFFSET + 4;
+const KEY_ID_OFFSET: usize = NONCE_OFFSET + 8;
+const CURRENT_VERSION_OFFSET: usize = KEY_ID_OFFSET + 4;
+const MIN_VERSION_OFFSET: usize = CURRENT_VERSION_OFFSET + 4;
+const ROTATE_NEXT_OFFSET: usize = MIN_VERSION_OFFSET + 4;
+const ROTATE_TARGET_OFFSET: usize = ROTATE_NEXT_OFFSET + 4;
+const ROTATE_FLAGS_OFFSET: usize = ROTATE_TARGET_OFFSET + 4;
+const RESERVED2_OFFSET: usize = ROTATE_FLAGS_OFFSET + 4;
+const GENERATIONS_OFFSET: usize = RESERVED2_OFFSET + 8;
+const GENERATION_LEN: usize = 4 + WrappedKey::ENCODED_LEN;
+/// Bytes of the body the header uses.
+pub const HEADER_BODY_LEN: usize = GENERATIONS_OFFSET + MAX_GENERATIONS * GENERATION_LEN;
+
+/// What a tablespace holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpaceKind {
+    /// Space 0: the catalog (and, later, undo).
+    System,
+    /// One table (file per table).
+    Table,
+    /// Temporary tables; recreated empty at every start.
+    Temporary,
+}
+
+/// One data-key generation: the data key made when keyring version `version` was current,
+/// stored wrapped (possibly re-wrapped since under a newer keyring version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    pub version: u32,
+    pub wrapped: WrappedKey,
+}
+
+/// Re-encryption progress, persisted so a rotation resumes after a crash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RotationState {
+    pub next_page: u32,
+    pub target_version: u32,
+}
+
+/// The encryption record of an encrypted tablespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionRecord {
+    pub key_id: u32,
+    pub algorithm: Algorithm,
+    pub current_version: u32,
+    pub min_version: u32,
+    pub rotation: RotationState,
+    pub generations: Vec<Generation>,
+}
+
+/// Page 0, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceHeader {
+    pub space_id: u32,
+    pub page_size: u32,
+    pub kind: SpaceKind,
+    pub page_count: u32,
+    pub free_head: u32,
+    pub free_count: u32,
+    pub nonce_reserved: u64,
+    pub encryption: Option<EncryptionRecord>,
+}
+
+/// Why a page 0 body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("space header: {0}")]
+pub struct HeaderError(pub String);
+
+fn u32_at(body: &[u8], offset: usize) -> u32 {
+    u32::from_le_bytes(body[offset..offset + 4].try_into().expect("4 bytes"))
+}
+
+fn put_u32(body: &mut [u8], offset: usize, value: u32) {
+    body[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+pub(crate) fn algorithm_code(algorithm: Algorithm) -> u8 {
+    match algorithm {
+        Algorithm::AesCtr => 1,
+        Algorithm::AesCbc => 2,
+        Algorithm::AesGcm => 3,
+    }
+}
+
+fn algorithm_from_code(code: u8) -> Option<Algorithm> {
+    match code {
+        1 => Some(Algorithm::AesCtr),
+        2 => Some(Algorithm::AesCbc),
+        3 => Some(Algorithm::AesGcm),
+        _ => None,
+    }
+}
+
+impl SpaceHeader {
+    /// Writes the header into the body area of a page-0 frame (`frame` is the whole page).
+    pub fn write(&self, frame: &mut [u8]) {
+        let body = &mut frame[BODY_START..BODY_START + HEADER_BODY_LEN];
+        body.fill(0);
+        body[MAGIC_OFFSET..FORMAT_OFFSET].copy_from_slice(MAGIC);
+        put_u32(body, FORMAT_OFFSET, FORMAT_VERSION);
+        put_u32(body, SPACE_ID_OFFSET, self.space_id);
+        put_u32(body, PAGE_SIZE_OFFSET, self.page_size);
+        body[KIND_OFFSET] = match self.kind {
+            SpaceKind::System => 0,
+            SpaceKind::Table => 1,
+            SpaceKind::Temporary => 2,
+        };
+        put_u32(body, PAGE_COUNT_OFFSET, self.page_count);
+        put_u32(body, FREE_HEAD_OFFSET, self.free_head);
+        put_u32(body, FREE_COUNT_OFFSET, self.free_count);
+        body[NONCE_OFFSET..KEY_ID_OFFSET].copy_from_slice(&self.nonce_reserved.to_le_bytes());
+        let Some(record) = &self.encryption else {
+            return;
+        };
+        body[ENCRYPTED_OFFSET] = 1;
+        body[ALGORITHM_OFFSET] = algorithm_code(record.algorithm);
+        body[GENERATION_COUNT_OFFSET] = record.generations.len() as u8;
+        put_u32(body, KEY_ID_OFFSET, record.key_id);
+        put_u32(body, CURRENT_VERSION_OFFSET, record.current_version);
+        put_u32(body, MIN_VERSION_OFFSET, record.min_version);
+        put_u32(body, ROTATE_NEXT_OFFSET, record.rotation.next_page);
+        put_u32(body, ROTATE_TARGET_OFFSET, record.rotation.target_version);
+        for (index, generation) in record.generations.iter().enumerate() {
+            let start = GENERATIONS_OFFSET + index * GENERATION_LEN;
+            put_u32(body, start, generation.version);
+            generation
+                .wrapped
+                .encode(&mut body[start + 4..start + GENERATION_LEN]);
+        }
+    }
+
+    /// Reads the header from the body area of a decoded page-0 frame.
+    pub fn read(frame: &[u8]) -> Result<SpaceHeader, HeaderError> {
+        let bad = |problem: String| HeaderError(problem);
+        let body = frame
+            .get(BODY_START..BODY_START + HEADER_BODY_LEN)
+            .ok_or_else(|| bad("page too small".into()))?;
+        if &body[MAGIC_OFFSET..FORMAT_OFFSET] != MAGIC {
+            return Err(bad("bad magic: not a Strongbox tablespace".into()));
+        }
+        let format = u32_at(body, FORMAT_OFFSET);
+        if format != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {format}, this build reads version {FORMAT_VERSION}"
+            )));
+        }
+        let kind = match body[KIND_OFFSET] {
+            0 => SpaceKind::System,
+            1 => SpaceKind::Table,
+            2 => SpaceKind::Temporary,
+            other => return Err(bad(format!("unknown space kind {other}"))),
+        };
+        let encryption = match body[ENCRYPTED_OFFSET] {
+            0 => None,
+            1 => Some(read_encryption(body)?),
+            other => return Err(bad(format!("encrypted flag {other} is neither 0 nor 1"))),
+        };
+        Ok(SpaceHeader {
+            space_id: u32_at(body, SPACE_ID_OFFSET),
+            page_size: u32_at(body, PAGE_SIZE_OFFSET),
+            kind,
+            page_count: u32_at(body, PAGE_COUNT_OFFSET),
+            free_head: u32_at(body, FREE_HEAD_OFFSET),
+            free_count: u32_at(body, FREE_COUNT_OFFSET),
+            nonce_reserved: u64::from_le_bytes(
+                body[NONCE_OFFSET..KEY_ID_OFFSET]
+                    .try_into()
+                    .expect("8 bytes"),
+            ),
+            encryption,
+        })
+    }
+}
+
+fn read_encryption(body: &[u8]) -> Result<EncryptionRecord, HeaderError> {
+    let algorithm = algorithm_from_code(body[ALGORITHM_OFFSET])
+        .ok_or_else(|| HeaderError(format!("unknown algorithm code {}", body[ALGORITHM_OFFSET])))?;
+    let count = usize::from(body[GENERATION_COUNT_OFFSET]);
+    if count == 0 || count > MAX_GENERATIONS {
+        return Err(HeaderError(format!(
+            "{count} data-key generations (expected 1 to {MAX_GENERATIONS})"
+        )));
+    }
+    let mut generations = Vec::with_capacity(count);
+    for index in 0..count {
+        let start = GENERATIONS_OFFSET + index * GENERATION_LEN;
+        let wrapped = WrappedKey::decode(&body[start + 4..start + GENERATION_LEN])
+            .map_err(|e| HeaderError(format!("generation {index}: {e}")))?;
+        generations.push(Generation {
+            version: u32_at(body, start),
+            wrapped,
+        });
+    }
+    let record = EncryptionRecord {
+        key_id: u32_at(body, KEY_ID_OFFSET),
+        algorithm,
+        current_version: u32_at(body, CURRENT_VERSION_OFFSET),
+        min_version: u32_at(body, MIN_VERSION_OFFSET),
+        rotation: RotationState {
+            next_page: u32_at(body, ROTATE_NEXT_OFFSET),
+            target_version: u32_at(body, ROTATE_TARGET_OFFSET),
+        },
+        generations,
+    };
+    if !record
+        .generations
+        .iter()
+        .any(|g| g.version == record.current_version)
+    {
+        return Err(HeaderError(format!(
+            "current key version {} has no stored data key",
+            record.current_version
+        )));
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongbox_keyring::provider::MemoryKeyProvider;
+    use strongbox_keyring::wrap;
+
+    fn encrypted_header() -> SpaceHeader {
+        let provider = MemoryKeyProvider::new();
+        provider.add_random(7, 3, 256).unwrap();
+        let (_, wrapped) = wrap::new_data_key(&provider, 7).unwrap();
+        SpaceHeader {
+            space_id: 42,
+            page_size: 16384,
+            kind: SpaceKind::Table,
+            page_count: 100,
+            free_head: 17,
+            free_count: 2,
+            nonce_reserved: 1 << 40,
+            encryption: Some(EncryptionRecord {
+                key_id: 7,
+                algorithm: Algorithm::AesGcm,
+                current_version: 3,
+                min_version: 3,
+                rotation: RotationState::default(),
+                generations: vec![Generation {
+                    version: 3,
+                    wrapped,
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let mut frame = vec![0u8; 16384];
+        for header in [
+            encrypted_header(),
+            SpaceHeader {
+                encryption: None,
+                kind: SpaceKind::System,
+                ..encrypted_header()
+            },
+        ] {
+            header.write(&mut frame);
+            assert_eq!(SpaceHeader::read(&frame).unwrap(), header);
+        }
+    }
+
+    #[test]
+    fn damaged_headers_are_rejected_with_a_reason() {
+        let mut frame = vec![0u8; 16384];
+        encrypted_header().write(&mut frame);
+        let cases: [(usize, u8, &str); 5] = [
+            (MAGIC_OFFSET, b'X', "magic"),
+            (FORMAT_OFFSET, 9, "format version"),
+            (KIND_OFFSET, 9, "space kind"),
+            (ALGORITHM_OFFSET, 9, "algorithm"),
+            (GENERATION_COUNT_OFFSET, 0, "generations"),
+        ];
+        for (offset, value, expected) in cases {
+            let mut damaged = frame.clone();
+            damaged[BODY_START + offset] = value;
+            let error = SpaceHeader::read(&damaged).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "{error} should mention {expected}"
+            );
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Tablespaces: one file each, page 0 the header, pages 1.. the data.
+//!
+//! | file        | owns                                                              |
+//! |-------------|-------------------------------------------------------------------|
+//! | `header.rs` | page 0's layout: allocation state, encryption record, data keys  |
+//! | `nonce.rs`  | the never-repeating write-nonce counter and its reservation       |
+//! | `file.rs`   | `SpaceFile`: the IO boundary (encrypt on write, decrypt on read)  |
+//! | `alloc.rs`  | the free list: allocate and free pages                            |
+//! | `set.rs`    | `SpaceSet`: all open spaces; the buffer pool's `PageIo`           |
+//!
+//! File names inside the data directory: `system.sbd` (space 0: the catalog; key 1),
+//! `temp.sbd` (temporary space; key 2, else 1; recreated at every start) and
+//! `space-<id>.sbd` for each table (file per table).
+
+mod alloc;
+mod file;
+pub mod header;
+mod nonce;
+mod set;
+
+pub use alloc::Allocator;
+pub use file::{probe_page_size, IoCounters, NewSpace, SpaceEncryption, SpaceFile};
+pub use header::{SpaceHeader, SpaceKind};
+pub use set::SpaceSet;
+
+/// The system tablespace's id.
+pub const SYSTEM_SPACE_ID: u32 = 0;
+/// The temporary tablespace's id.
+pub const TEMP_SPACE_ID: u32 = u32::MAX - 1;
+
+/// The file name of space `id` inside the data directory.
+pub fn file_name(id: u32) -> String {
+    match id {
+        SYSTEM_SPACE_ID => "system.sbd".to_string(),
+        TEMP_SPACE_ID => "temp.sbd".to_string(),
+        _ => format!("space-{id}.sbd"),
+    }
+}

@@ -1,0 +1,34 @@
+//! Turning the global key options (`--keyfile`, `--filekey`, `--digest`, `--pbkdf2-iter`,
+//! MariaDB's `file_key_management_filename`, `_filekey`, `_digest`, `_use_pbkdf2`) into a
+//! key-file source, and printing load-time warnings.
+
+use super::settings::Settings;
+use std::path::PathBuf;
+use strongbox_keyring::source::{Diagnostic, FileKey, KeyFileSource};
+
+/// The key file at `path`, encrypted when a file key was given.
+pub fn key_file_source(settings: &Settings, path: PathBuf) -> Result<KeyFileSource, String> {
+    Ok(match &settings.filekey {
+        None => KeyFileSource::plain(path),
+        Some(value) => {
+            let file_key = FileKey::parse(value).map_err(|e| e.to_string())?;
+            KeyFileSource::encrypted(path, file_key, settings.key_settings)
+        }
+    })
+}
+
+/// The configured key file, or an error saying how to name one.
+pub fn required_key_file(settings: &Settings) -> Result<KeyFileSource, String> {
+    let path = settings
+        .keyfile
+        .clone()
+        .ok_or("no key file given: pass --keyfile FILE (or set keyfile in --config)")?;
+    key_file_source(settings, path)
+}
+
+/// Prints load-time warnings on stderr.
+pub fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for diagnostic in diagnostics {
+        eprintln!("strongbox: {diagnostic}");
+    }
+}

@@ -1,0 +1,111 @@
+//! Command-line parsing (clap) and dispatch to one module per command group.
+//!
+//! Exit status: 0 on success; 1 with a one-line error on stderr; 2 when `kv get` finds no
+//! such key.
+
+mod demo;
+mod inspect;
+mod key_options;
+mod keys;
+mod kv;
+mod settings;
+mod table;
+
+use clap::{Parser, Subcommand};
+use settings::{GlobalOptions, Settings};
+
+/// Strongbox: an encrypted storage engine with MariaDB/MySQL-style data-at-rest encryption.
+#[derive(Debug, Parser)]
+#[command(name = "strongbox", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalOptions,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list and rotate key files (MariaDB file_key_management format).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Create, drop and list tables.
+    #[command(subcommand)]
+    Table(table::TableCommand),
+    /// Read and write keys of a table.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
+    /// Show page headers and stored bytes of tablespace files (works on a closed database).
+    Inspect(inspect::InspectArgs),
+    /// Check every page of every tablespace and every tree; exit 1 listing what is bad.
+    Verify(inspect::VerifyArgs),
+    /// Show encryption at work on built-in defaults: makes a key file and a database in a
+    /// temporary directory, writes, reads back, and shows the ciphertext on disk.
+    Demo(demo::DemoArgs),
+}
+
+/// How a command ends when it does not succeed.
+#[derive(Debug)]
+pub enum Exit {
+    /// A one-line error for stderr; exit status 1.
+    Error(String),
+    /// `kv get` found no such key; exit status 2.
+    NotFound,
+}
+
+impl<E: std::fmt::Display> From<E> for Exit {
+    fn from(error: E) -> Exit {
+        Exit::Error(error.to_string())
+    }
+}
+
+pub type CliResult = Result<(), Exit>;
+
+/// Parses the command line, runs the command and returns the process exit status.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version: print and succeed.
+            let _ = err.print();
+            return 0;
+        }
+        Err(err) => {
+            let rendered = err.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "strongbox: {} (try --help)",
+                first.trim_start_matches("error: ").trim()
+            );
+            return 1;
+        }
+    };
+    let result = Settings::resolve(&cli.global)
+        .map_err(Exit::Error)
+        .and_then(|settings| match cli.command {
+            Command::Keys(command) => keys::run(command, &settings),
+            Command::Table(command) => table::run(command, &settings),
+            Command::Kv(command) => kv::run(command, &settings),
+            Command::Inspect(args) => inspect::run_inspect(args, &settings),
+            Command::Verify(args) => inspect::run_verify(args, &settings),
+            Command::Demo(args) => demo::run(args),
+        });
+    match result {
+        Ok(()) => 0,
+        Err(Exit::NotFound) => 2,
+        Err(Exit::Error(message)) => {
+            // One line: an error's text never needs more.
+            eprintln!("strongbox: {}", message.replace('\n', " "));
+            1
+        }
+    }
+}
+
+/// Opens the database the settings describe, printing its warnings.
+pub fn open_db(settings: &Settings) -> Result<strongbox_engine::Db, Exit> {
+    let db = strongbox_engine::Db::open(&settings.data, settings.options())?;
+    for warning in db.warnings() {
+        eprintln!("strongbox: {warning}");
+    }
+    Ok(db)
+}

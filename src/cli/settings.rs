@@ -1,0 +1,250 @@
+//! Settings for commands that open a database: the TOML config file (`--config`) overlaid
+//! by command-line flags (flags win), turned into engine [`Options`].
+//!
+//! ```toml
+//! # strongbox.toml — every key optional; names follow MariaDB (DESIGN §5)
+//! data = "./strongbox-data"
+//! keyfile = "/etc/strongbox/keys.txt"
+//! filekey = "FILE:/etc/strongbox/filekey"   # only for an encrypted key file
+//! digest = "sha1"                            # sha1 | sha256 | sha512
+//! pbkdf2_iter = 0                            # 0 = EVP_BytesToKey
+//! encrypt_tables = "on"                      # off | on | force
+//! encrypt_temp = true
+//! default_encryption_key_id = 1
+//! encryption_algorithm = "aes_ctr"           # aes_ctr | aes_cbc | aes_gcm
+//! buffer_pool_size = "128M"                  # bytes, or with a K/M/G suffix
+//! page_size = 16384                          # 4096 … 65536, for a new database
+//! ```
+
+use clap::Args;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use strongbox_engine::page::PageSize;
+use strongbox_engine::{EncryptTables, Options};
+use strongbox_keyring::openssl_enc::{Digest, EncSettings, Kdf};
+use strongbox_keyring::Algorithm;
+
+/// The options every command accepts (before or after the subcommand).
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalOptions {
+    /// Data directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Key file (MariaDB file_key_management format, plain or openssl-encrypted).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub keyfile: Option<PathBuf>,
+    /// Passphrase of an encrypted key file, or FILE:path to read it from a file.
+    #[arg(long, global = true, value_name = "SECRET|FILE:path")]
+    pub filekey: Option<String>,
+    /// Digest of the key file's key derivation (openssl enc -md).
+    #[arg(long, global = true, value_name = "sha1|sha256|sha512")]
+    pub digest: Option<Digest>,
+    /// PBKDF2 iterations of the key file (openssl enc -pbkdf2 -iter N); 0 = EVP_BytesToKey.
+    #[arg(long, global = true, value_name = "N")]
+    pub pbkdf2_iter: Option<u32>,
+    /// TOML configuration file; flags win over it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// off | on | force.
+    #[arg(long, global = true, value_name = "off|on|force")]
+    pub encrypt_tables: Option<EncryptTables>,
+    /// aes_ctr | aes_cbc | aes_gcm.
+    #[arg(long, global = true, value_name = "ALGORITHM")]
+    pub encryption_algorithm: Option<Algorithm>,
+    /// Buffer pool size in bytes, or with a K/M/G suffix.
+    #[arg(long, global = true, value_name = "SIZE")]
+    pub buffer_pool_size: Option<String>,
+    /// Page size of a new database.
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub page_size: Option<u32>,
+    /// Key id of tables that do not name one.
+    #[arg(long, global = true, value_name = "ID")]
+    pub default_encryption_key_id: Option<u32>,
+}
+
+/// The config file's contents; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    data: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
+    filekey: Option<String>,
+    digest: Option<String>,
+    pbkdf2_iter: Option<u32>,
+    encrypt_tables: Option<String>,
+    encrypt_temp: Option<bool>,
+    default_encryption_key_id: Option<u32>,
+    encryption_algorithm: Option<String>,
+    buffer_pool_size: Option<toml::Value>,
+    page_size: Option<u32>,
+}
+
+/// Everything resolved: config file, then flags on top.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data: PathBuf,
+    pub keyfile: Option<PathBuf>,
+    pub filekey: Option<String>,
+    pub key_settings: EncSettings,
+    pub encrypt_tables: EncryptTables,
+    pub encrypt_temp: bool,
+    pub default_encryption_key_id: u32,
+    pub encryption_algorithm: Algorithm,
+    pub buffer_pool_size: usize,
+    pub page_size: PageSize,
+}
+
+/// Where `--data` points when nothing says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./strongbox-data";
+
+impl Settings {
+    pub fn resolve(global: &GlobalOptions) -> Result<Settings, String> {
+        let file = match &global.config {
+            Some(path) => read_config(path)?,
+            None => ConfigFile::default(),
+        };
+        let parse_err = |what: &str, e: String| format!("{what}: {e}");
+        let digest = match (&global.digest, &file.digest) {
+            (Some(d), _) => *d,
+            (None, Some(text)) => text.parse().map_err(|e| parse_err("config digest", e))?,
+            (None, None) => Digest::default(),
+        };
+        let iterations = global.pbkdf2_iter.or(file.pbkdf2_iter).unwrap_or(0);
+        let encrypt_tables = match (global.encrypt_tables, &file.encrypt_tables) {
+            (Some(setting), _) => setting,
+            (None, Some(text)) => text
+                .parse()
+                .map_err(|e| parse_err("config encrypt_tables", e))?,
+            (None, None) => EncryptTables::On,
+        };
+        let encryption_algorithm = match (global.encryption_algorithm, &file.encryption_algorithm) {
+            (Some(algorithm), _) => algorithm,
+            (None, Some(text)) => {
+                text.parse()
+                    .map_err(|e: <Algorithm as std::str::FromStr>::Err| {
+                        parse_err("config encryption_algorithm", e.to_string())
+                    })?
+            }
+            (None, None) => Algorithm::AesCtr,
+        };
+        let buffer_pool_size = match (&global.buffer_pool_size, &file.buffer_pool_size) {
+            (Some(text), _) => parse_size(text)?,
+            (None, Some(toml::Value::Integer(bytes))) => usize::try_from(*bytes)
+                .map_err(|_| "config buffer_pool_size is negative".to_string())?,
+            (None, Some(toml::Value::String(text))) => parse_size(text)?,
+            (None, Some(other)) => {
+                return Err(format!("config buffer_pool_size: {other} is not a size"))
+            }
+            (None, None) => 128 << 20,
+        };
+        let page_size = match global.page_size.or(file.page_size) {
+            Some(bytes) => PageSize::try_from(bytes).map_err(|e| e.to_string())?,
+            None => PageSize::DEFAULT,
+        };
+        Ok(Settings {
+            data: global
+                .data
+                .clone()
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            keyfile: global.keyfile.clone().or(file.keyfile),
+            filekey: global.filekey.clone().or(file.filekey),
+            key_settings: EncSettings {
+                digest,
+                kdf: match iterations {
+                    0 => Kdf::EvpBytesToKey,
+                    iterations => Kdf::Pbkdf2 { iterations },
+                },
+            },
+            encrypt_tables,
+            encrypt_temp: file.encrypt_temp.unwrap_or(true),
+            default_encryption_key_id: global
+                .default_encryption_key_id
+                .or(file.default_encryption_key_id)
+                .unwrap_or(1),
+            encryption_algorithm,
+            buffer_pool_size,
+            page_size,
+        })
+    }
+
+    /// Engine options for these settings.
+    pub fn options(&self) -> Options {
+        let mut options = Options::new()
+            .encrypt_tables(self.encrypt_tables)
+            .encrypt_temp(self.encrypt_temp)
+            .default_encryption_key_id(self.default_encryption_key_id)
+            .encryption_algorithm(self.encryption_algorithm)
+            .buffer_pool_size(self.buffer_pool_size)
+            .page_size(self.page_size);
+        if let Some(keyfile) = &self.keyfile {
+            options = options.keyfile(keyfile);
+            if let Some(filekey) = &self.filekey {
+                options = options.filekey(filekey.clone(), self.key_settings);
+            }
+        }
+        options
+    }
+}
+
+fn read_config(path: &Path) -> Result<ConfigFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {}", path.display(), e.message()))
+}
+
+/// `4096`, `64K`, `128M`, `2G` (powers of 1024).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&text[..text.len() - 1], 10),
+        Some('M') => (&text[..text.len() - 1], 20),
+        Some('G') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let number: usize = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 4096, 64K, 128M or 2G"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert_eq!(parse_size("128M").unwrap(), 128 << 20);
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("s.toml");
+        std::fs::write(
+            &config,
+            "data = \"/from/file\"\nencrypt_tables = \"force\"\nbuffer_pool_size = \"2M\"\ndigest = \"sha256\"\n",
+        )
+        .unwrap();
+        let global = GlobalOptions {
+            config: Some(config.clone()),
+            data: Some(PathBuf::from("/from/flag")),
+            ..GlobalOptions::default()
+        };
+        let settings = Settings::resolve(&global).unwrap();
+        assert_eq!(settings.data, PathBuf::from("/from/flag"));
+        assert_eq!(settings.encrypt_tables, EncryptTables::Force);
+        assert_eq!(settings.buffer_pool_size, 2 << 20);
+        assert_eq!(settings.key_settings.digest, Digest::Sha256);
+        std::fs::write(&config, "no_such_setting = 1\n").unwrap();
+        let error = Settings::resolve(&global).unwrap_err();
+        assert!(error.contains("no_such_setting"), "{error}");
+    }
+}

@@ -1,0 +1,98 @@
+//! `strongbox table create | drop | list`.
+
+use super::settings::Settings;
+use super::{open_db, CliResult};
+use clap::{Subcommand, ValueEnum};
+use strongbox_engine::{Encrypted, TableOptions};
+
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Create a table in its own tablespace.
+    Create {
+        name: String,
+        /// yes | no | default (follow encrypt_tables).
+        #[arg(long, default_value = "default")]
+        encrypted: Encrypted,
+        /// Keyring key id (default: default_encryption_key_id).
+        #[arg(long)]
+        key_id: Option<u32>,
+    },
+    /// Drop a table and delete its file.
+    Drop { name: String },
+    /// List tables: name, space id, encrypted, key id, key version, pages.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Tsv,
+}
+
+pub fn run(command: TableCommand, settings: &Settings) -> CliResult {
+    let db = open_db(settings)?;
+    match command {
+        TableCommand::Create {
+            name,
+            encrypted,
+            key_id,
+        } => {
+            let mut options = TableOptions::default().encrypted(encrypted);
+            if let Some(key_id) = key_id {
+                options = options.encryption_key_id(key_id);
+            }
+            let table = db.create_table(&name, options)?;
+            let info = table.info();
+            eprintln!(
+                "strongbox: created table {name} (space {}, {})",
+                info.space_id,
+                if info.encrypted {
+                    format!(
+                        "encrypted with key {} version {}",
+                        info.key_id, info.key_version
+                    )
+                } else {
+                    "not encrypted".to_string()
+                }
+            );
+        }
+        TableCommand::Drop { name } => db.drop_table(&name)?,
+        TableCommand::List { format } => {
+            let tables = db.tables()?;
+            if format == Format::Table {
+                println!(
+                    "{:<24} {:>8} {:>9} {:>6} {:>11} {:>8}",
+                    "name", "space_id", "encrypted", "key_id", "key_version", "pages"
+                );
+            }
+            for info in tables {
+                let encrypted = if info.encrypted { "yes" } else { "no" };
+                match format {
+                    Format::Tsv => println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        info.name,
+                        info.space_id,
+                        encrypted,
+                        info.key_id,
+                        info.key_version,
+                        info.pages
+                    ),
+                    Format::Table => println!(
+                        "{:<24} {:>8} {:>9} {:>6} {:>11} {:>8}",
+                        info.name,
+                        info.space_id,
+                        encrypted,
+                        info.key_id,
+                        info.key_version,
+                        info.pages
+                    ),
+                }
+            }
+        }
+    }
+    db.close()?;
+    Ok(())
+}
