@@ -8,6 +8,7 @@
 
 use super::header::{EncryptionRecord, Generation, SpaceHeader, SpaceKind};
 use super::nonce::NonceSource;
+use crate::btree::node;
 use crate::error::{Error, Result};
 use crate::io::{FileIo, OpenMode, Vfs};
 use crate::page::{self, PageId, PageKeys, PageSize, PageType, Seal};
@@ -239,7 +240,23 @@ impl SpaceFile {
                 .pages_decrypted
                 .fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        self.check_structure(page_no, header.page_type, frame)
+    }
+
+    /// A page that passed its checksum (and tag or post-decrypt check) can still be
+    /// malformed if it was written wrongly or forged with the key; tree pages are checked
+    /// in full before anyone may use them, so later code can rely on their structure.
+    fn check_structure(&self, page_no: u32, page_type: PageType, frame: &[u8]) -> Result<()> {
+        if !matches!(page_type, PageType::BtreeLeaf | PageType::BtreeBranch) {
+            return Ok(());
+        }
+        let body = &frame[page::BODY_START..page::body_end(frame.len())];
+        node::Node::new(body)
+            .and_then(|node| node.check())
+            .map_err(|e| Error::Corrupt {
+                path: self.path.clone(),
+                problem: format!("page {page_no}: {e}"),
+            })
     }
 
     /// Encodes `frame` (encrypting it with the current data key if the space is encrypted)
