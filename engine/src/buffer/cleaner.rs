@@ -6,11 +6,13 @@
 //! closes, and the pool joins it on `shutdown` and on drop.
 //!
 //! ```text
-//!            every CLEAN_INTERVAL ─┐
-//!   miss found a dirty victim ─────┼──▶ pass: write dirty, unpinned frames ──▶ wait again
-//!   over half the frames dirty ────┘          │ write failed
-//!                                             ▼
-//!   stop channel closed ──▶ exit       pool poisoned (rule 9) ──▶ exit
+//!   tick (CLEAN_INTERVAL) and over the low-water mark ─┐
+//!   tick (CLEAN_INTERVAL) and nothing dirtied since ───┤
+//!   miss found a dirty victim ─────────────────────────┼──▶ pass: write dirty, unpinned
+//!   over half the frames dirty ────────────────────────┘    frames ──▶ wait again
+//!                                                            │ write failed
+//!   stop channel closed ──▶ exit                             ▼
+//!                                        pool poisoned (rule 9) ──▶ exit
 //! ```
 //!
 //! A pass writes through `Core::write_back` like every other write, so the WAL rule and
@@ -24,7 +26,13 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 /// How long the cleaner sleeps between passes when nobody wakes it.
-pub(super) const CLEAN_INTERVAL: Duration = Duration::from_millis(100);
+pub(super) const CLEAN_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// On a timer tick the cleaner writes only when more than this share of the frames is
+/// dirty (InnoDB's `innodb_max_dirty_pages_pct_lwm` idea), or when the pool went idle.
+/// Writing every dirty page on every tick would re-encrypt a hot page many times a second
+/// for nothing: one write of its final state is enough.
+const DIRTY_LOW_WATER_PERCENT: usize = 10;
 
 /// The running cleaner thread, as owned by the pool.
 pub(super) struct Cleaner {
@@ -54,11 +62,20 @@ impl Cleaner {
 }
 
 fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
+    let mut dirtied_at_last_tick = core.dirtied();
     loop {
-        crossbeam::select! {
+        let woken = crossbeam::select! {
             recv(stop) -> _ => return,
-            recv(wake) -> _ => {}
-            default(CLEAN_INTERVAL) => {}
+            recv(wake) -> _ => true,
+            default(CLEAN_INTERVAL) => false,
+        };
+        let dirtied = core.dirtied();
+        let idle = dirtied == dirtied_at_last_tick;
+        dirtied_at_last_tick = dirtied;
+        let over_low_water =
+            core.dirty_pages() * 100 > core.frame_count() * DIRTY_LOW_WATER_PERCENT;
+        if !(woken || idle || over_low_water) {
+            continue;
         }
         if let Err(err) = core.clean_pass() {
             // Rule 9: every later caller sees this as `Error::Poisoned`. A write-back

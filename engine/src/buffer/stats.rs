@@ -47,4 +47,7 @@ pub(super) struct Counters {
     /// Signed: a flag cleared just after it was set may be uncounted before it was
     /// counted, so this can dip below zero for a moment.
     pub(super) dirty_pages: AtomicIsize,
+    /// Clean-to-dirty transitions so far; the cleaner compares it between ticks to notice
+    /// an idle pool.
+    pub(super) dirtied: AtomicU64,
 }

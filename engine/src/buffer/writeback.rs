@@ -180,6 +180,7 @@ impl Core {
     /// Sets `frame` dirty and counts it; wakes the cleaner when over half the pool is.
     pub(super) fn mark_dirty(&self, frame: &Frame) {
         if frame.set_dirty() {
+            self.counters.dirtied.fetch_add(1, Relaxed);
             let dirty = self.counters.dirty_pages.fetch_add(1, Relaxed) + 1;
             if dirty > (self.frames.len() / 2) as isize {
                 self.wake_cleaner();
@@ -194,6 +195,21 @@ impl Core {
             self.counters.dirty_pages.fetch_sub(1, Relaxed);
         }
         was_dirty
+    }
+
+    /// Clean-to-dirty transitions so far.
+    pub(super) fn dirtied(&self) -> u64 {
+        self.counters.dirtied.load(Relaxed)
+    }
+
+    /// Frames dirty now (never negative).
+    pub(super) fn dirty_pages(&self) -> usize {
+        usize::try_from(self.counters.dirty_pages.load(Relaxed)).unwrap_or(0)
+    }
+
+    /// Frames in the pool.
+    pub(super) fn frame_count(&self) -> usize {
+        self.frames.len()
     }
 
     pub(super) fn wake_cleaner(&self) {
