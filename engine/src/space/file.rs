@@ -11,7 +11,7 @@ use super::nonce::NonceSource;
 use crate::btree::node;
 use crate::error::{Error, Result};
 use crate::io::{FileIo, OpenMode, Vfs};
-use crate::page::{self, PageId, PageKeys, PageSize, PageType, Seal};
+use crate::page::{self, PageHeader, PageId, PageKeys, PageSize, PageType, Seal};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -240,7 +240,28 @@ impl SpaceFile {
                 .pages_decrypted
                 .fetch_add(1, Ordering::Relaxed);
         }
+        self.check_policy(page_no, header.cipher.is_some(), header.key_id)?;
         self.check_structure(page_no, header.page_type, frame)
+    }
+
+    /// The codec accepts any well-formed page, including an unencrypted one; whether a page
+    /// *should* be encrypted is the space's policy. Without this check, someone who can
+    /// write the file could replace an encrypted page by a plain page of their choosing
+    /// (the CRC is public) and have it read as data.
+    fn check_policy(&self, page_no: u32, encrypted: bool, key_id: u32) -> Result<()> {
+        let expected_key = self.header.lock().encryption.as_ref().map(|e| e.key_id);
+        let problem = match (expected_key, encrypted) {
+            (Some(_), false) => "is not encrypted, but its tablespace is",
+            (None, true) => "is encrypted, but its tablespace is not",
+            (Some(expected), true) if expected != key_id => {
+                "names another key id than its tablespace"
+            }
+            _ => return Ok(()),
+        };
+        Err(Error::Corrupt {
+            path: self.path.clone(),
+            problem: format!("page {page_no} {problem} (tampering?)"),
+        })
     }
 
     /// A page that passed its checksum (and tag or post-decrypt check) can still be
@@ -449,4 +470,167 @@ fn read_header(
         )));
     }
     Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::MemVfs;
+    use strongbox_keyring::provider::MemoryKeyProvider;
+
+    fn keyring() -> MemoryKeyProvider {
+        let keys = MemoryKeyProvider::new();
+        keys.add_random(1, 1, 256).unwrap();
+        keys
+    }
+
+    fn spec(encryption: Option<SpaceEncryption>) -> NewSpace {
+        NewSpace {
+            id: 5,
+            kind: SpaceKind::Table,
+            page_size: PageSize::try_from(4096).unwrap(),
+            encryption,
+        }
+    }
+
+    const ENCRYPTED: Option<SpaceEncryption> = Some(SpaceEncryption {
+        key_id: 1,
+        algorithm: Algorithm::AesCtr,
+    });
+
+    fn frame_with(space: &SpaceFile, page_no: u32, byte: u8) -> Vec<u8> {
+        let mut frame = vec![0u8; space.page_size().len()];
+        page::init_frame(
+            &mut frame,
+            PageType::Overflow,
+            PageId::new(space.id(), page_no),
+            0,
+        );
+        let end = page::body_end(frame.len());
+        frame[page::BODY_START..end].fill(byte);
+        frame
+    }
+
+    fn stored_page(vfs: &MemVfs, path: &Path, page_no: usize) -> Vec<u8> {
+        vfs.contents(path).unwrap()[page_no * 4096..(page_no + 1) * 4096].to_vec()
+    }
+
+    #[test]
+    fn pages_round_trip_and_the_same_page_never_encrypts_the_same_way_twice() {
+        let vfs = MemVfs::new();
+        let path = Path::new("/db/space-5.sbd");
+        let keys = keyring();
+        let space = SpaceFile::create(&vfs, path, spec(ENCRYPTED), Some(&keys), Default::default())
+            .unwrap();
+        space.update_header(|h| h.page_count = 2);
+        let frame = frame_with(&space, 1, 0xAB);
+        space.write_page(1, &frame).unwrap();
+        let first = stored_page(&vfs, path, 1);
+        space.write_page(1, &frame).unwrap();
+        let second = stored_page(&vfs, path, 1);
+        assert_ne!(first[page::BODY_START..], second[page::BODY_START..]);
+        assert!(
+            !second.windows(64).any(|w| w.iter().all(|&b| b == 0xAB)),
+            "plaintext on disk"
+        );
+        let mut read = vec![0u8; 4096];
+        space.read_page(1, &mut read).unwrap();
+        assert_eq!(
+            read[page::BODY_START..page::body_end(4096)],
+            frame[page::BODY_START..page::body_end(4096)]
+        );
+    }
+
+    #[test]
+    fn a_plain_page_substituted_into_an_encrypted_space_is_refused() {
+        let vfs = MemVfs::new();
+        let path = Path::new("/db/space-5.sbd");
+        let keys = keyring();
+        let space = SpaceFile::create(&vfs, path, spec(ENCRYPTED), Some(&keys), Default::default())
+            .unwrap();
+        space.update_header(|h| h.page_count = 2);
+        space.write_page(1, &frame_with(&space, 1, 1)).unwrap();
+        let mut forged = vec![0u8; 4096];
+        page::encode(&frame_with(&space, 1, 0xEE), Seal::Plain, &mut forged).unwrap();
+        let mut image = vfs.contents(path).unwrap();
+        image[4096..8192].copy_from_slice(&forged);
+        vfs.set_contents(path, image);
+        let mut read = vec![0u8; 4096];
+        let error = space.read_page(1, &mut read).unwrap_err().to_string();
+        assert!(error.contains("not encrypted"), "{error}");
+    }
+
+    #[test]
+    fn reopening_continues_past_the_durable_nonce_reservation() {
+        let vfs = MemVfs::new();
+        let path = Path::new("/db/space-5.sbd");
+        let keys = keyring();
+        let space = SpaceFile::create(&vfs, path, spec(ENCRYPTED), Some(&keys), Default::default())
+            .unwrap();
+        space.update_header(|h| h.page_count = 2);
+        space.write_page(1, &frame_with(&space, 1, 1)).unwrap();
+        let used = PageHeader::read(&stored_page(&vfs, path, 1))
+            .unwrap()
+            .write_nonce;
+        drop(space);
+        let reopened = SpaceFile::open(
+            &vfs,
+            path,
+            5,
+            PageSize::try_from(4096).unwrap(),
+            Some(&keys),
+            Default::default(),
+        )
+        .unwrap();
+        reopened.update_header(|h| h.page_count = 2);
+        reopened
+            .write_page(1, &frame_with(&reopened, 1, 1))
+            .unwrap();
+        let next = PageHeader::read(&stored_page(&vfs, path, 1))
+            .unwrap()
+            .write_nonce;
+        assert!(next > used, "nonce {next} after reopen must exceed {used}");
+    }
+
+    #[test]
+    fn opening_with_another_key_under_the_same_id_names_id_and_version() {
+        let vfs = MemVfs::new();
+        let path = Path::new("/db/space-5.sbd");
+        SpaceFile::create(
+            &vfs,
+            path,
+            spec(ENCRYPTED),
+            Some(&keyring()),
+            Default::default(),
+        )
+        .unwrap();
+        let before = vfs.contents(path).unwrap();
+        let error = SpaceFile::open(
+            &vfs,
+            path,
+            5,
+            PageSize::try_from(4096).unwrap(),
+            Some(&keyring()),
+            Default::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("key id 1 version 1"), "{error}");
+        assert_eq!(
+            vfs.contents(path).unwrap(),
+            before,
+            "a failed open writes nothing"
+        );
+        let no_keys = SpaceFile::open(
+            &vfs,
+            path,
+            5,
+            PageSize::try_from(4096).unwrap(),
+            None,
+            Default::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(no_keys.contains("strongbox keys generate"), "{no_keys}");
+    }
 }
