@@ -11,7 +11,7 @@ use super::nonce::NonceSource;
 use crate::btree::node;
 use crate::error::{Error, Result};
 use crate::io::{FileIo, OpenMode, Vfs};
-use crate::page::{self, PageHeader, PageId, PageKeys, PageSize, PageType, Seal};
+use crate::page::{self, PageId, PageKeys, PageSize, PageType, Seal};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -476,6 +476,7 @@ fn read_header(
 mod tests {
     use super::*;
     use crate::io::MemVfs;
+    use crate::page::PageHeader;
     use strongbox_keyring::provider::MemoryKeyProvider;
 
     fn keyring() -> MemoryKeyProvider {
