@@ -50,7 +50,11 @@ pub enum Error {
     NoKeyring { what: String },
 
     /// Another process holds the data directory.
-    #[error("data directory {path} is in use by another process{}", holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    #[error(
+        "data directory {path} is in use by another process{} (it holds the lock on {}/strongbox.lock)",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+        path.display()
+    )]
     Locked { path: PathBuf, holder: Option<u32> },
 
     /// A file's structure is wrong in a way no checksum caught (bad magic, impossible

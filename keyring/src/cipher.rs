@@ -159,18 +159,19 @@ impl DataKey {
 
     /// Builds a data key from raw key bytes (16 or 32), expanding its schedules.
     pub(crate) fn from_secret(secret: SecretBytes) -> Result<DataKey, KeyringError> {
-        check_bits(secret.bits())?;
         let key = secret.expose();
-        let (aes, gcm_alg) = match key.len() {
+        let (aes, gcm_algorithm) = match key.len() {
             16 => (AesSchedule::Aes128(new_aes(key)?), &AES_128_GCM),
-            _ => (AesSchedule::Aes256(new_aes(key)?), &AES_256_GCM),
+            32 => (AesSchedule::Aes256(new_aes(key)?), &AES_256_GCM),
+            len => return Err(KeyringError::InvalidKeyLength { bits: len * 8 }),
         };
-        let bits = secret.bits();
-        let unbound =
-            UnboundKey::new(gcm_alg, key).map_err(|_| KeyringError::InvalidKeyLength { bits })?;
+        let gcm =
+            UnboundKey::new(gcm_algorithm, key).map_err(|_| KeyringError::InvalidKeyLength {
+                bits: secret.bits(),
+            })?;
         Ok(DataKey {
             aes,
-            gcm: LessSafeKey::new(unbound),
+            gcm: LessSafeKey::new(gcm),
             secret,
         })
     }
@@ -259,9 +260,10 @@ impl DataKey {
         tag: &[u8; GCM_TAG_LEN],
     ) -> Result<(), AuthError> {
         let nonce = Nonce::assume_unique_for_key(*nonce);
-        let opened =
-            self.gcm
-                .open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), buf, 0..);
+        let tag = Tag::from(*tag);
+        let opened = self
+            .gcm
+            .open_in_place_separate_tag(nonce, Aad::from(aad), tag, buf, 0..);
         if opened.is_ok() {
             return Ok(());
         }

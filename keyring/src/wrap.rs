@@ -142,7 +142,16 @@ pub fn new_data_key(provider: &dyn KeyProvider, key_id: u32) -> Result<(DataKey,
 
 /// Unwraps a stored data key; a wrong keyring key is `UnwrapFailed` naming id and version.
 pub fn unwrap(provider: &dyn KeyProvider, wrapped: &WrappedKey) -> Result<DataKey> {
-    let kek = provider.key(wrapped.key_id, wrapped.key_version)?;
+    // The version needed is known here, so a missing id is reported with it.
+    let kek = provider
+        .key(wrapped.key_id, wrapped.key_version)
+        .map_err(|error| match error {
+            KeyringError::MissingKeyId { id } => KeyringError::MissingKeyVersion {
+                id,
+                version: wrapped.key_version,
+            },
+            other => other,
+        })?;
     let failed = || KeyringError::UnwrapFailed {
         id: wrapped.key_id,
         version: wrapped.key_version,
@@ -256,7 +265,7 @@ mod tests {
         let empty = MemoryKeyProvider::new();
         assert!(matches!(
             unwrap(&empty, &wrapped),
-            Err(KeyringError::MissingKeyId { id: 1 })
+            Err(KeyringError::MissingKeyVersion { id: 1, version: 1 })
         ));
     }
 

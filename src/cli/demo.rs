@@ -50,7 +50,7 @@ pub fn run(args: DemoArgs) -> CliResult {
     let secret = db.create_table("secret", TableOptions::default())?;
     let public = db.create_table("public", TableOptions::default().encrypted(Encrypted::No))?;
     println!(
-        "database      {} ({} pages, {})",
+        "database      {} ({}-byte pages, {})",
         data.display(),
         db.page_size(),
         args.algorithm

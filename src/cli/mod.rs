@@ -72,10 +72,31 @@ pub fn run() -> i32 {
         }
         Err(err) => {
             let rendered = err.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            if err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                // clap rendered the whole help; its usage line is the one-line answer.
+                let usage = rendered
+                    .lines()
+                    .find_map(|line| line.trim().strip_prefix("Usage: "))
+                    .unwrap_or("strongbox <COMMAND>");
+                eprintln!("strongbox: a command is missing: usage: {usage} (try --help)");
+                return 1;
+            }
+            // clap's message runs up to the first blank line; some messages continue on
+            // indented lines (the missing arguments), so join those rather than cut them.
+            let message: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|line| !line.is_empty())
+                .collect();
+            let message = message.join(" ");
+            let message = message.trim_start_matches("error: ");
             eprintln!(
                 "strongbox: {} (try --help)",
-                first.trim_start_matches("error: ").trim()
+                if message.is_empty() {
+                    "invalid arguments"
+                } else {
+                    message
+                }
             );
             return 1;
         }
