@@ -94,7 +94,7 @@ impl Db {
         let vfs = Arc::clone(&options.vfs);
         vfs.create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
-        let lock = vfs.lock_directory(&dir)?;
+        let lock = vfs.lock_directory(&dir).map_err(|e| lock_error(&dir, e))?;
         let (keyring, warnings) = load_keyring(&options)?;
         let counters = Arc::new(IoCounters::default());
         let spaces = Arc::new(SpaceSet::new());
@@ -232,7 +232,8 @@ impl Db {
             NewSpace {
                 id: space_id,
                 kind: SpaceKind::Table,
-                page_size: PageSize::of_buffer(self.page_size()).expect("the pool's page size is valid"),
+                page_size: PageSize::of_buffer(self.page_size())
+                    .expect("the pool's page size is valid"),
                 encryption,
             },
             inner.keyring.as_deref(),
@@ -432,6 +433,20 @@ impl Drop for DbInner {
 
 /// The keyring (if any) and the warnings found while loading it.
 type LoadedKeyring = (Option<Arc<dyn KeyProvider>>, Vec<String>);
+
+/// A directory-lock failure: `Locked` (naming the holder) when another process has it.
+fn lock_error(dir: &Path, error: std::io::Error) -> Error {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<crate::io::LockedBy>())
+    {
+        Some(holder) => Error::Locked {
+            path: dir.to_path_buf(),
+            holder: holder.pid,
+        },
+        None => Error::io("lock", dir.join(crate::io::LOCK_FILE), error),
+    }
+}
 
 fn load_keyring(options: &Options) -> Result<LoadedKeyring> {
     match &options.keys {

@@ -31,7 +31,6 @@ pub mod btree;
 pub mod buffer;
 mod catalog;
 mod db;
-mod dirlock;
 mod error;
 pub mod inspect;
 pub mod io;

@@ -11,11 +11,12 @@
 
 use crate::btree::RangeIter;
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::table::Table;
 use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 /// Pending writes of one table: key -> `Some(value)` to put, `None` to delete.
 type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -43,6 +44,7 @@ impl Db {
     /// Reads one key (autocommit).
     pub fn get(&self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
+        self.check_table(table)?;
         let _alive = table.alive()?;
         table.tree().get(key)
     }
@@ -70,13 +72,27 @@ impl Db {
         reverse: bool,
     ) -> Result<Scan> {
         self.check_open()?;
+        self.check_table(table)?;
         Ok(Scan::new(table, &range, WriteSet::new(), reverse))
+    }
+
+    /// Refuses a handle of another `Db` — typically one opened earlier on the same directory
+    /// and closed since — with `NoSuchTable`: its pages live in that database's buffer pool,
+    /// so writes through it would be lost, or would overwrite this database's pages when
+    /// that pool evicts them.
+    fn check_table(&self, table: &Table) -> Result<()> {
+        if Arc::ptr_eq(table.tree().pool(), &self.inner.pool) {
+            Ok(())
+        } else {
+            Err(Error::NoSuchTable(table.name().to_string()))
+        }
     }
 }
 
 impl<'db> Transaction<'db> {
     /// The value of `key` as this transaction sees it.
     pub fn get(&self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.check_table(table)?;
         if let Some(pending) = self.pending(table).and_then(|writes| writes.get(key)) {
             return Ok(pending.clone());
         }
@@ -85,6 +101,7 @@ impl<'db> Transaction<'db> {
 
     /// Sets `key` to `value` (applied at commit).
     pub fn put(&mut self, table: &Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.db.check_table(table)?;
         let _alive = table.alive()?;
         let max = table.max_key_len();
         if key.len() > max {
@@ -119,8 +136,10 @@ impl<'db> Transaction<'db> {
         reverse: bool,
     ) -> Result<Scan> {
         self.db.check_open()?;
+        self.db.check_table(table)?;
         let overlay: WriteSet = self
             .pending(table)
+            .filter(|_| !is_empty_range(range.start_bound(), range.end_bound()))
             .map(|writes| {
                 writes
                     .range::<[u8], _>((range.start_bound(), range.end_bound()))
@@ -201,6 +220,17 @@ impl Scan {
             overlay: overlay.into_iter().peekable(),
             reverse,
         }
+    }
+}
+
+/// True if no key lies within the bounds. `BTreeMap::range` panics on some such bounds
+/// (start above end, or equal and both excluded), where a scan must simply be empty.
+fn is_empty_range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+    match (start, end) {
+        (Bound::Included(start), Bound::Included(end)) => start > end,
+        (Bound::Included(start) | Bound::Excluded(start), Bound::Excluded(end))
+        | (Bound::Excluded(start), Bound::Included(end)) => start >= end,
+        (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
     }
 }
 

@@ -20,9 +20,10 @@
 //!    exclusive latch on the leaf. If the change fits in the leaf (no split, and a delete
 //!    leaves the leaf non-empty), it is done there.
 //! 4. Otherwise the write restarts *pessimistically*: exclusive latches from the root down,
-//!    releasing all ancestors as soon as the current node is *safe* — it can absorb one more
-//!    separator without splitting (insert), or it keeps at least one entry after losing a
-//!    child (delete) — because then nothing above it can change.
+//!    releasing all ancestors as soon as the current node is *safe* — a branch can absorb
+//!    one more separator, or the leaf the new entry itself, without splitting (insert), or
+//!    it keeps at least one entry after losing a child (delete) — because then nothing
+//!    above it can change.
 //! 5. No thread ever waits for a latch it already holds, and no latch is held while control
 //!    returns to the caller (iterators copy a leaf's entries out and release it).
 
@@ -135,6 +136,12 @@ impl BTree {
             alloc,
             body: BODY_START..page::body_end(page_size),
         }
+    }
+
+    /// The buffer pool holding this tree's pages: it identifies the open database the tree
+    /// belongs to.
+    pub(crate) fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
     }
 
     pub fn space_id(&self) -> u32 {
@@ -303,8 +310,11 @@ impl BTree {
 
     /// Rule 4 for inserts. Returns the value that was replaced, if any.
     fn put_pessimistic(&self, key: &[u8], value: &Stored) -> Result<Option<Stored>> {
-        let mut path = self.descend_exclusive(key, |node| {
-            node.free_space() >= node::max_branch_cell_len(self.body.len())
+        // A branch is safe if it can take any separator; the leaf, if it can take this
+        // entry (a leaf cell may be a few bytes larger than the largest separator).
+        let mut path = self.descend_exclusive(key, |node| match node.kind() {
+            NodeKind::Branch => node.free_space() >= node::max_branch_cell_len(self.body.len()),
+            NodeKind::Leaf => node.would_fit_leaf(key.len(), value.as_leaf_value()),
         })?;
         let (mut leaf, _) = path.pop().expect("the path ends at a leaf");
         let position = self.node(&leaf)?.search(key);

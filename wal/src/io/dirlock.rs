@@ -6,13 +6,32 @@
 //! released, so a failed or finished open leaves the file as it found it. The OS drops the
 //! lock when the process dies, so a crash never leaves a stale lock behind.
 
-use crate::error::{Error, Result};
+use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub const LOCK_FILE: &str = "strongbox.lock";
+
+/// The payload of the `WouldBlock` error [`DirLock::acquire`] returns when another
+/// process holds the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockedBy {
+    /// The holder's pid, as it wrote it into the lock file (if readable).
+    pub pid: Option<u32>,
+}
+
+impl fmt::Display for LockedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pid {
+            Some(pid) => write!(f, "locked by process {pid}"),
+            None => write!(f, "locked by another process"),
+        }
+    }
+}
+
+impl std::error::Error for LockedBy {}
 
 /// Holds the lock until dropped.
 #[derive(Debug)]
@@ -22,8 +41,9 @@ pub struct DirLock {
 }
 
 impl DirLock {
-    /// Locks `dir` or fails at once (no waiting) naming the holder's pid when known.
-    pub fn acquire(dir: &Path) -> Result<DirLock> {
+    /// Locks `dir` or fails at once (no waiting) with a `WouldBlock` error carrying
+    /// [`LockedBy`].
+    pub fn acquire(dir: &Path) -> io::Result<DirLock> {
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -31,24 +51,22 @@ impl DirLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io("open", &path, e))?;
+            .open(&path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                return Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                    holder: text.trim().parse().ok(),
-                });
+                let holder = LockedBy {
+                    pid: text.trim().parse().ok(),
+                };
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, holder));
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+            Err(TryLockError::Error(e)) => return Err(e),
         }
         file.set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| write!(file, "{}", std::process::id()))
-            .map_err(|e| Error::io("write", &path, e))?;
+            .and_then(|_| write!(file, "{}", std::process::id()))?;
         Ok(DirLock { file })
     }
 }
@@ -70,8 +88,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = DirLock::acquire(dir.path()).unwrap();
         match DirLock::acquire(dir.path()) {
-            Err(Error::Locked { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
-            other => panic!("expected Locked, got {other:?}"),
+            Err(error) => {
+                assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+                let holder = error.get_ref().and_then(|e| e.downcast_ref::<LockedBy>());
+                assert_eq!(
+                    holder,
+                    Some(&LockedBy {
+                        pid: Some(std::process::id())
+                    })
+                );
+            }
+            Ok(_) => panic!("a second lock succeeded"),
         }
         drop(first);
         assert_eq!(std::fs::read(dir.path().join(LOCK_FILE)).unwrap(), b"");

@@ -88,10 +88,7 @@ impl Vfs for StdVfs {
         File::open(dir)?.sync_all()
     }
 
-    fn lock_directory(
-        &self,
-        dir: &Path,
-    ) -> crate::error::Result<Box<dyn std::fmt::Debug + Send + Sync>> {
-        Ok(Box::new(crate::dirlock::DirLock::acquire(dir)?))
+    fn lock_directory(&self, dir: &Path) -> io::Result<Box<dyn std::fmt::Debug + Send + Sync>> {
+        Ok(Box::new(super::DirLock::acquire(dir)?))
     }
 }

@@ -6,12 +6,15 @@
 //! * [`StdVfs`]: the real thing (`pread`/`pwrite`/`fdatasync`).
 //! * [`MemVfs`]: everything in memory; fast, and used by unit tests.
 //!
-//! All engine file access goes through these traits; nothing else in the engine touches
-//! `std::fs` for data files.
+//! All file access of the log and the engine goes through these traits; nothing else
+//! touches `std::fs` for data or log files. The seam lives in this crate, the lowest one
+//! that does file IO; `strongbox_engine::io` re-exports it.
 
+mod dirlock;
 mod mem;
 mod std_fs;
 
+pub use dirlock::{DirLock, LockedBy, LOCK_FILE};
 pub use mem::MemVfs;
 pub use std_fs::StdVfs;
 
@@ -57,8 +60,10 @@ pub trait Vfs: Send + Sync + Debug {
     /// Makes directory entries (creates, renames, removes) in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes the one-process-at-a-time lock on a data directory; released when the
-    /// returned guard drops. File systems private to one process need no lock.
-    fn lock_directory(&self, _dir: &Path) -> crate::error::Result<Box<dyn Debug + Send + Sync>> {
+    /// returned guard drops. When another process holds it, the error has kind
+    /// `WouldBlock` and carries a [`LockedBy`] (`error.get_ref()` downcasts to it).
+    /// File systems private to one process need no lock.
+    fn lock_directory(&self, _dir: &Path) -> io::Result<Box<dyn Debug + Send + Sync>> {
         Ok(Box::new(()))
     }
 }
