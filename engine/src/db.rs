@@ -315,6 +315,7 @@ impl Db {
 
     /// Writes every dirty page and every tablespace header, synced.
     pub fn checkpoint(&self) -> Result<()> {
+        self.check_open()?;
         self.inner.pool.flush_all()?;
         self.inner.spaces.persist_headers()
     }
@@ -360,7 +361,11 @@ impl Db {
             return Ok(());
         }
         *closed = true;
-        let flushed = self.checkpoint();
+        let flushed = self
+            .inner
+            .pool
+            .flush_all()
+            .and_then(|()| self.inner.spaces.persist_headers());
         let stopped = self.inner.pool.shutdown();
         flushed.and(stopped)
     }

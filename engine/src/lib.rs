@@ -12,6 +12,11 @@
 //! txn.put(&users, b"alice", b"admin")?;
 //! txn.commit()?;
 //! assert_eq!(db.get(&users, b"alice")?, Some(b"admin".to_vec()));
+//! for entry in db.range(&users, &b"a"[..]..&b"m"[..], false)? {
+//!     let (key, value) = entry?;
+//!     println!("{key:?} = {value:?}");
+//! }
+//! db.close()?;
 //! # Ok::<(), strongbox_engine::Error>(())
 //! ```
 //!

@@ -65,7 +65,10 @@ impl Db {
     }
 
     /// A lazy scan of committed data in key order (`reverse` for descending).
-    pub fn range<R: RangeBounds<[u8]>>(
+    ///
+    /// `range` is any range of byte-string keys: `..`, `&b"a"[..]..&b"m"[..]`,
+    /// `(Bound::Excluded(k), Bound::Unbounded)`, …
+    pub fn range<'k, R: RangeBounds<&'k [u8]>>(
         &self,
         table: &Table,
         range: R,
@@ -73,7 +76,7 @@ impl Db {
     ) -> Result<Scan> {
         self.check_open()?;
         self.check_table(table)?;
-        Ok(Scan::new(table, &range, WriteSet::new(), reverse))
+        Ok(Scan::new(table, &unpack(&range), WriteSet::new(), reverse))
     }
 
     /// Refuses a handle of another `Db` — typically one opened earlier on the same directory
@@ -129,7 +132,7 @@ impl<'db> Transaction<'db> {
     }
 
     /// A lazy scan as this transaction sees the table.
-    pub fn range<R: RangeBounds<[u8]>>(
+    pub fn range<'k, R: RangeBounds<&'k [u8]>>(
         &self,
         table: &Table,
         range: R,
@@ -137,6 +140,7 @@ impl<'db> Transaction<'db> {
     ) -> Result<Scan> {
         self.db.check_open()?;
         self.db.check_table(table)?;
+        let range = unpack(&range);
         let overlay: WriteSet = self
             .pending(table)
             .filter(|_| !is_empty_range(range.start_bound(), range.end_bound()))
@@ -221,6 +225,14 @@ impl Scan {
             reverse,
         }
     }
+}
+
+/// The bounds of a range of `&[u8]` keys as a pair of `Bound<&[u8]>`.
+fn unpack<'k, R: RangeBounds<&'k [u8]>>(range: &R) -> (Bound<&'k [u8]>, Bound<&'k [u8]>) {
+    (
+        range.start_bound().map(|k| *k),
+        range.end_bound().map(|k| *k),
+    )
 }
 
 /// True if no key lies within the bounds. `BTreeMap::range` panics on some such bounds
