@@ -78,6 +78,8 @@ pub struct Stats {
     pub evictions: u64,
     pub dirty_pages: u64,
     pub frames: u64,
+    /// Pages the background page cleaner has written.
+    pub cleaner_flushes: u64,
 }
 
 /// What `Db::verify` checked.
@@ -350,6 +352,7 @@ impl Db {
             evictions: pool.evictions,
             dirty_pages: pool.dirty_pages,
             frames: pool.frames,
+            cleaner_flushes: pool.cleaner_flushes,
         }
     }
 

@@ -1,7 +1,8 @@
 //! `storage_bench`: what encryption costs the storage core — random gets and puts, 1 and 4
 //! threads, encrypted vs plain, with (a) a buffer pool larger than the data and (b) a pool a
 //! tenth of the data (every miss reads and decrypts a page; every eviction of a dirty page
-//! encrypts one).
+//! encrypts one), served from the OS page cache, and (c) the same with `O_DIRECT`, so every
+//! miss is a device read — the truly IO-bound case Percona measured.
 //!
 //! Encrypted and plain runs alternate round by round in one process, so both see the same
 //! machine noise; the table reports the median of the rounds and the ratio
@@ -14,11 +15,14 @@
 use rand::{RngExt, SeedableRng};
 use std::sync::Arc;
 use std::time::Instant;
+use strongbox_bench::direct_io::DirectVfs;
 use strongbox_engine::{Db, EncryptTables, Encrypted, Options, Table, TableOptions};
 use strongbox_keyring::provider::MemoryKeyProvider;
 
 const VALUE_LEN: usize = 100;
-const OPS_PER_THREAD: usize = 100_000;
+/// Operations per thread and measurement when misses come from memory / from the device.
+const OPS_PER_THREAD: usize = 200_000;
+const DIRECT_OPS_PER_THREAD: usize = 10_000;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
@@ -39,7 +43,7 @@ fn key(i: u64) -> [u8; 16] {
     key
 }
 
-fn setup(records: u64, pool_bytes: usize, encrypted: bool) -> Setup {
+fn setup(records: u64, pool_bytes: usize, encrypted: bool, direct: bool) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = Arc::new(MemoryKeyProvider::new());
     keys.add_random(1, 1, 256).expect("key");
@@ -51,6 +55,11 @@ fn setup(records: u64, pool_bytes: usize, encrypted: bool) -> Setup {
             EncryptTables::Off
         })
         .buffer_pool_size(pool_bytes);
+    let options = if direct {
+        options.vfs(Arc::new(DirectVfs))
+    } else {
+        options
+    };
     let db = Db::open(dir.path(), options).expect("open");
     let table = db
         .create_table(
@@ -83,7 +92,7 @@ fn setup(records: u64, pool_bytes: usize, encrypted: bool) -> Setup {
 }
 
 /// Operations per second of `threads` threads doing `op` on random keys.
-fn measure(setup: &Setup, records: u64, threads: usize, op: Op) -> f64 {
+fn measure(setup: &Setup, records: u64, threads: usize, op: Op, ops: usize) -> f64 {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..threads {
@@ -91,7 +100,7 @@ fn measure(setup: &Setup, records: u64, threads: usize, op: Op) -> f64 {
             let table = &setup.table;
             scope.spawn(move || {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + t as u64);
-                for _ in 0..OPS_PER_THREAD {
+                for _ in 0..ops {
                     let k = key(rng.random_range(0..records));
                     match op {
                         Op::Get => {
@@ -103,7 +112,7 @@ fn measure(setup: &Setup, records: u64, threads: usize, op: Op) -> f64 {
             });
         }
     });
-    (threads * OPS_PER_THREAD) as f64 / started.elapsed().as_secs_f64()
+    (threads * ops) as f64 / started.elapsed().as_secs_f64()
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -117,24 +126,30 @@ fn main() {
     let rounds: usize = args.next().map_or(3, |a| a.parse().expect("rounds"));
     // About 3.0 pages of 16 KiB per 100 records of 16 + 100 bytes (leaves ~2/3 full).
     let data_bytes = (records as usize * (VALUE_LEN + 16 + 9)) * 3 / 2;
+    let small_pool = (data_bytes / 10).max(1 << 20);
     let configs = [
-        ("pool > data", data_bytes * 2),
-        ("pool = data/10", (data_bytes / 10).max(1 << 20)),
+        ("pool > data", data_bytes * 2, false),
+        ("pool = data/10, page cache", small_pool, false),
+        ("pool = data/10, O_DIRECT", small_pool, true),
     ];
-    println!("records {records}, value {VALUE_LEN} B, {OPS_PER_THREAD} ops per thread, {rounds} rounds, median ops/s");
+    println!(
+        "records {records}, value {VALUE_LEN} B, {OPS_PER_THREAD} ops per thread \
+         ({DIRECT_OPS_PER_THREAD} with O_DIRECT), {rounds} rounds, median ops/s"
+    );
     println!();
     println!("| buffer pool | op | threads | plain ops/s | encrypted ops/s | encrypted/plain | plain hit ratio |");
     println!("|---|---|---:|---:|---:|---:|---:|");
-    for (label, pool) in configs {
-        let plain = setup(records, pool, false);
-        let encrypted = setup(records, pool, true);
+    for (label, pool, direct) in configs {
+        let ops = if direct { DIRECT_OPS_PER_THREAD } else { OPS_PER_THREAD };
+        let plain = setup(records, pool, false, direct);
+        let encrypted = setup(records, pool, true, direct);
         for op in [Op::Get, Op::Put] {
             for threads in [1, 4] {
                 let (mut p, mut e) = (Vec::new(), Vec::new());
                 let before = plain.db.stats();
                 for _ in 0..rounds {
-                    p.push(measure(&plain, records, threads, op));
-                    e.push(measure(&encrypted, records, threads, op));
+                    p.push(measure(&plain, records, threads, op, ops));
+                    e.push(measure(&encrypted, records, threads, op, ops));
                 }
                 let after = plain.db.stats();
                 let hits = (after.hits - before.hits) as f64;
