@@ -12,10 +12,12 @@
 
 mod dirlock;
 mod mem;
+mod sim;
 mod std_fs;
 
 pub use dirlock::{DirLock, LockedBy, LOCK_FILE};
 pub use mem::MemVfs;
+pub use sim::{Damage, Fault, FaultId, FaultRule, OpKind, PendingOp, SimError, SimVfs};
 pub use std_fs::StdVfs;
 
 use std::fmt::Debug;
