@@ -207,6 +207,19 @@ pub fn seal(plaintext: &[u8], passphrase: &[u8], settings: &EncSettings) -> Vec<
     seal_with_salt(plaintext, passphrase, &salt, settings)
 }
 
+/// Like [`seal`], but settings openssl would refuse (PBKDF2 with 0 iterations) are an error
+/// instead of a panic. Library code that takes settings from a caller uses this.
+pub fn try_seal(
+    plaintext: &[u8],
+    passphrase: &[u8],
+    settings: &EncSettings,
+) -> Result<Vec<u8>, OpenError> {
+    if let Kdf::Pbkdf2 { iterations: 0 } = settings.kdf {
+        return Err(OpenError("pbkdf2 iteration count must be at least 1"));
+    }
+    Ok(seal(plaintext, passphrase, settings))
+}
+
 /// Same with a given salt (deterministic; for tests and golden vectors).
 ///
 /// # Panics

@@ -201,11 +201,11 @@ impl KeyFileSource {
     pub fn save(&self, keys: &KeyFile) -> Result<()> {
         let text = keys.render();
         let bytes = match &self.file_key {
-            Some(file_key) => zeroize::Zeroizing::new(openssl_enc::seal(
-                text.as_bytes(),
-                file_key.expose(),
-                &self.settings,
-            )),
+            Some(file_key) => zeroize::Zeroizing::new(
+                openssl_enc::try_seal(text.as_bytes(), file_key.expose(), &self.settings).map_err(
+                    |e| KeyringError::InvalidRequest(format!("cannot encrypt key file: {e}")),
+                )?,
+            ),
             None => zeroize::Zeroizing::new(text.as_bytes().to_vec()),
         };
         write_atomically(&self.path, &bytes).map_err(|source| KeyringError::Io {
@@ -355,6 +355,25 @@ mod tests {
         ));
         let no_key = KeyFileSource::plain(source.path.clone());
         assert!(matches!(no_key.load(), Err(KeyringError::FileKey(_))));
+    }
+
+    #[test]
+    fn saving_with_zero_pbkdf2_iterations_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = KeyFileSource::encrypted(
+            dir.path().join("keys.enc"),
+            FileKey::parse("secret").unwrap(),
+            EncSettings {
+                digest: Digest::Sha256,
+                kdf: Kdf::Pbkdf2 { iterations: 0 },
+            },
+        );
+        let keys = KeyFile::generate(&[1], 256, false).unwrap();
+        assert!(matches!(
+            source.create(&keys),
+            Err(KeyringError::InvalidRequest(_))
+        ));
+        assert!(!source.path.exists());
     }
 
     #[test]
