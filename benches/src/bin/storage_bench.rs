@@ -140,7 +140,11 @@ fn main() {
     println!("| buffer pool | op | threads | plain ops/s | encrypted ops/s | encrypted/plain | plain hit ratio |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     for (label, pool, direct) in configs {
-        let ops = if direct { DIRECT_OPS_PER_THREAD } else { OPS_PER_THREAD };
+        let ops = if direct {
+            DIRECT_OPS_PER_THREAD
+        } else {
+            OPS_PER_THREAD
+        };
         let plain = setup(records, pool, false, direct);
         let encrypted = setup(records, pool, true, direct);
         for op in [Op::Get, Op::Put] {
