@@ -99,6 +99,14 @@ pub enum Error {
     #[error("the database stopped after an earlier failure: {0}")]
     Poisoned(String),
 
+    /// Another transaction held a key this one needed for longer than the lock wait timeout
+    /// (InnoDB's error 1205). Roll the transaction back and retry it; a deadlock ends this
+    /// way too.
+    #[error(
+        "Lock wait timeout exceeded; try restarting transaction (table {table:?}, waited {waited_ms} ms)"
+    )]
+    LockWaitTimeout { table: String, waited_ms: u64 },
+
     /// An option value is out of range or inconsistent.
     #[error("invalid option {name}: {problem}")]
     InvalidOption { name: &'static str, problem: String },

@@ -27,18 +27,22 @@
 //! | [`io`]      | the file-system seam (`Vfs`, `FileIo`); real and in-memory            |
 //! | [`page`]    | the page header and codec: plaintext frame <-> checksummed ciphertext |
 //! | [`space`]   | tablespace files, page 0, data keys, write nonces, free lists         |
+//! | [`doublewrite`] | torn-page protection: page images synced to `doublewrite.dbw` first |
 //! | [`buffer`]  | the buffer pool, its replacer and the page cleaner                   |
 //! | [`btree`]   | B+tree nodes, search, splits, frees, scans, verify                    |
 //! | `catalog`   | table name -> tablespace and encryption settings                      |
+//! | `lock`      | key locks held to commit; committed before-images for readers         |
 //! | `db`, `txn` | the embedded API                                                      |
 
 pub mod btree;
 pub mod buffer;
 mod catalog;
 mod db;
+pub mod doublewrite;
 mod error;
 pub mod inspect;
 pub mod io;
+pub(crate) mod lock;
 mod options;
 pub mod page;
 pub mod space;
