@@ -161,6 +161,7 @@
 )]
 
 use crate::error::Error;
+use crate::txn::is_empty_range;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -513,16 +514,6 @@ impl LockManager {
 
     fn slot(&self, space_id: u32) -> &Slot {
         &self.slots[space_id as usize % SLOTS]
-    }
-}
-
-/// True if no key lies within the bounds (`BTreeMap::range` panics on some such bounds).
-fn is_empty_range(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
-    match (lower, upper) {
-        (Bound::Included(lower), Bound::Included(upper)) => lower > upper,
-        (Bound::Included(lower) | Bound::Excluded(lower), Bound::Excluded(upper))
-        | (Bound::Excluded(lower), Bound::Included(upper)) => lower >= upper,
-        (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
     }
 }
 

@@ -237,7 +237,7 @@ fn unpack<'k, R: RangeBounds<&'k [u8]>>(range: &R) -> (Bound<&'k [u8]>, Bound<&'
 
 /// True if no key lies within the bounds. `BTreeMap::range` panics on some such bounds
 /// (start above end, or equal and both excluded), where a scan must simply be empty.
-fn is_empty_range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+pub(crate) fn is_empty_range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
     match (start, end) {
         (Bound::Included(start), Bound::Included(end)) => start > end,
         (Bound::Included(start) | Bound::Excluded(start), Bound::Excluded(end))
