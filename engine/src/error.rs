@@ -94,6 +94,15 @@ pub enum Error {
     #[error("buffer pool exhausted: all {frames} frames are in use; raise buffer_pool_size")]
     BufferPoolExhausted { frames: usize },
 
+    /// Every slot of the undo directory is taken: that many write transactions are already
+    /// unfinished. Commit or roll back some before starting more (the limit grows with the
+    /// page size).
+    #[error(
+        "too many unfinished write transactions: all {max} undo directory slots are in use; \
+         commit or roll back some before starting more"
+    )]
+    TooManyTransactions { max: usize },
+
     /// A background thread failed earlier; the database refuses further work until it is
     /// reopened (which runs recovery).
     #[error("the database stopped after an earlier failure: {0}")]

@@ -32,6 +32,7 @@
 //! | [`btree`]   | B+tree nodes, search, splits, frees, scans, verify                    |
 //! | `catalog`   | table name -> tablespace and encryption settings                      |
 //! | `lock`      | key locks held to commit; committed before-images for readers         |
+//! | `undo`      | undo logs in the system space: before-images for rollback, recovery   |
 //! | `db`, `txn` | the embedded API                                                      |
 
 pub mod btree;
@@ -48,6 +49,7 @@ pub mod page;
 pub mod space;
 mod table;
 mod txn;
+pub(crate) mod undo;
 
 pub use catalog::Encrypted;
 pub use db::{Db, Stats, VerifyReport};
