@@ -4,9 +4,9 @@
 //! encrypts one), served from the OS page cache, and (c) the same with `O_DIRECT`, so every
 //! miss is a device read — the truly IO-bound case Percona measured.
 //!
-//! Encrypted and plain runs alternate round by round in one process, so both see the same
-//! machine noise; the table reports the median of the rounds and the ratio
-//! encrypted/plain.
+//! Encrypted and plain runs alternate slice by slice (ten slices per round) in one process,
+//! so both see the same machine and disk noise; the table reports the median of the rounds
+//! and the ratio encrypted/plain.
 //!
 //! ```text
 //! cargo run --release -p strongbox-bench --bin storage_bench -- [records] [rounds]
@@ -91,15 +91,16 @@ fn setup(records: u64, pool_bytes: usize, encrypted: bool, direct: bool) -> Setu
     }
 }
 
-/// Operations per second of `threads` threads doing `op` on random keys.
-fn measure(setup: &Setup, records: u64, threads: usize, op: Op, ops: usize) -> f64 {
+/// Seconds `threads` threads take to do `ops` operations each of `op` on random keys
+/// (`seed` picks the key sequence).
+fn measure(setup: &Setup, records: u64, threads: usize, op: Op, ops: usize, seed: u64) -> f64 {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..threads {
             let db = &setup.db;
             let table = &setup.table;
             scope.spawn(move || {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + t as u64);
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 1000 + t as u64);
                 for _ in 0..ops {
                     let k = key(rng.random_range(0..records));
                     match op {
@@ -112,7 +113,32 @@ fn measure(setup: &Setup, records: u64, threads: usize, op: Op, ops: usize) -> f
             });
         }
     });
-    (threads * ops) as f64 / started.elapsed().as_secs_f64()
+    started.elapsed().as_secs_f64()
+}
+
+/// Plain and encrypted alternate in this many slices per round, so that both see the same
+/// machine and disk conditions even when those drift within a round.
+const SLICES: usize = 10;
+
+/// Operations per second of plain and of encrypted over one round, interleaved slice by slice.
+fn measure_round(
+    plain: &Setup,
+    encrypted: &Setup,
+    records: u64,
+    threads: usize,
+    op: Op,
+    ops: usize,
+    round: usize,
+) -> (f64, f64) {
+    let slice = (ops / SLICES).max(1);
+    let (mut plain_secs, mut encrypted_secs) = (0.0, 0.0);
+    for s in 0..SLICES {
+        let seed = (round * SLICES + s) as u64;
+        plain_secs += measure(plain, records, threads, op, slice, seed);
+        encrypted_secs += measure(encrypted, records, threads, op, slice, seed);
+    }
+    let total = (threads * slice * SLICES) as f64;
+    (total / plain_secs, total / encrypted_secs)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -151,9 +177,11 @@ fn main() {
             for threads in [1, 4] {
                 let (mut p, mut e) = (Vec::new(), Vec::new());
                 let before = plain.db.stats();
-                for _ in 0..rounds {
-                    p.push(measure(&plain, records, threads, op, ops));
-                    e.push(measure(&encrypted, records, threads, op, ops));
+                for round in 0..rounds {
+                    let (plain_rate, encrypted_rate) =
+                        measure_round(&plain, &encrypted, records, threads, op, ops, round);
+                    p.push(plain_rate);
+                    e.push(encrypted_rate);
                 }
                 let after = plain.db.stats();
                 let hits = (after.hits - before.hits) as f64;
