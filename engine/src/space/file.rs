@@ -512,6 +512,25 @@ mod tests {
         frame
     }
 
+    const PATH: &str = "/db/space-5.sbd";
+
+    /// An encrypted 4 KiB space in memory whose page 1 has been written once.
+    fn space_with_page_one_written() -> (MemVfs, MemoryKeyProvider, SpaceFile) {
+        let vfs = MemVfs::new();
+        let keys = keyring();
+        let space = SpaceFile::create(
+            &vfs,
+            Path::new(PATH),
+            spec(ENCRYPTED),
+            Some(&keys),
+            Default::default(),
+        )
+        .unwrap();
+        space.update_header(|h| h.page_count = 2);
+        space.write_page(1, &frame_with(&space, 1, 1)).unwrap();
+        (vfs, keys, space)
+    }
+
     fn stored_page(vfs: &MemVfs, path: &Path, page_no: usize) -> Vec<u8> {
         vfs.contents(path).unwrap()[page_no * 4096..(page_no + 1) * 4096].to_vec()
     }
@@ -544,13 +563,8 @@ mod tests {
 
     #[test]
     fn a_plain_page_substituted_into_an_encrypted_space_is_refused() {
-        let vfs = MemVfs::new();
-        let path = Path::new("/db/space-5.sbd");
-        let keys = keyring();
-        let space = SpaceFile::create(&vfs, path, spec(ENCRYPTED), Some(&keys), Default::default())
-            .unwrap();
-        space.update_header(|h| h.page_count = 2);
-        space.write_page(1, &frame_with(&space, 1, 1)).unwrap();
+        let (vfs, _keys, space) = space_with_page_one_written();
+        let path = Path::new(PATH);
         let mut forged = vec![0u8; 4096];
         page::encode(&frame_with(&space, 1, 0xEE), Seal::Plain, &mut forged).unwrap();
         let mut image = vfs.contents(path).unwrap();
@@ -563,13 +577,8 @@ mod tests {
 
     #[test]
     fn reopening_continues_past_the_durable_nonce_reservation() {
-        let vfs = MemVfs::new();
-        let path = Path::new("/db/space-5.sbd");
-        let keys = keyring();
-        let space = SpaceFile::create(&vfs, path, spec(ENCRYPTED), Some(&keys), Default::default())
-            .unwrap();
-        space.update_header(|h| h.page_count = 2);
-        space.write_page(1, &frame_with(&space, 1, 1)).unwrap();
+        let (vfs, keys, space) = space_with_page_one_written();
+        let path = Path::new(PATH);
         let used = PageHeader::read(&stored_page(&vfs, path, 1))
             .unwrap()
             .write_nonce;
