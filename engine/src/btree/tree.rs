@@ -329,24 +329,34 @@ impl BTree {
                 {
                     return Ok(replaced);
                 }
-                node.remove(index);
                 index
             }
-            Err(index) => index,
-        };
-        {
-            let mut node = self.node_mut(&mut leaf)?;
-            if node.leaf_insert(index, key, value.as_leaf_value()).is_ok() {
-                return Ok(replaced);
+            Err(index) => {
+                let mut node = self.node_mut(&mut leaf)?;
+                if node.leaf_insert(index, key, value.as_leaf_value()).is_ok() {
+                    return Ok(None);
+                }
+                index
             }
+        };
+        // The leaf is full and must split, perhaps all the way up the latched path. Reserve
+        // every page that can take before changing anything (one per latched level, plus
+        // one more for a root split), so that a failed allocation leaves the tree exactly as
+        // it was — InnoDB reserves free extents before a split for the same reason.
+        let mut spares = self.reserve_pages(path.len() + 2)?;
+        if replaced.is_some() {
+            // A replaced value that does not fit in place goes in as a new cell.
+            self.node_mut(&mut leaf)?.remove(index);
         }
-        // The leaf is full: split it and push a separator up the latched path.
         let pending = Pending::Leaf {
             index,
             key,
             value: value.as_leaf_value(),
         };
-        self.split_upwards(path, leaf, pending)?;
+        let split = self.split_upwards(path, leaf, pending, &mut spares);
+        let released = self.release_pages(spares);
+        split?;
+        released?;
         Ok(replaced)
     }
 
@@ -384,12 +394,13 @@ impl BTree {
         mut path: Vec<(PageMut, usize)>,
         mut full: PageMut,
         mut pending: Pending<'_>,
+        spares: &mut Vec<PageMut>,
     ) -> Result<()> {
         loop {
             if full.id().page_no == ROOT_PAGE {
-                return self.split_root(full, &pending);
+                return self.split_root(full, &pending, spares);
             }
-            let mut right = self.alloc.allocate(pending.page_type())?;
+            let mut right = self.take_spare(spares, pending.page_type())?;
             let separator = self.split_node(&pending, &mut full, &mut right);
             let right_no = right.id().page_no;
             drop(right);
@@ -442,12 +453,17 @@ impl BTree {
 
     /// Root split: the root's contents move to a new left page, which is then split as
     /// usual; page 1 becomes a branch one level higher with the two halves as children.
-    fn split_root(&self, mut root: PageMut, pending: &Pending<'_>) -> Result<()> {
+    fn split_root(
+        &self,
+        mut root: PageMut,
+        pending: &Pending<'_>,
+        spares: &mut Vec<PageMut>,
+    ) -> Result<()> {
         let body = self.body.clone();
         let level = self.node(&root)?.level();
-        let mut left = self.alloc.allocate(pending.page_type())?;
+        let mut left = self.take_spare(spares, pending.page_type())?;
         left[body.clone()].copy_from_slice(&root[body.clone()]);
-        let mut right = self.alloc.allocate(pending.page_type())?;
+        let mut right = self.take_spare(spares, pending.page_type())?;
         let separator = self.split_node(pending, &mut left, &mut right);
         let (left_no, right_no) = (left.id().page_no, right.id().page_no);
         drop(left);
@@ -457,6 +473,41 @@ impl BTree {
         node.set_leftmost_child(left_no);
         node.branch_insert(0, &separator, right_no)
             .map_err(|_| self.corrupt(ROOT_PAGE, "a fresh root cannot hold one separator"))?;
+        Ok(())
+    }
+
+    /// Allocates `count` pages for a split; on failure gives back the ones it got.
+    fn reserve_pages(&self, count: usize) -> Result<Vec<PageMut>> {
+        let mut pages = Vec::with_capacity(count);
+        for _ in 0..count {
+            match self.alloc.allocate(PageType::BtreeLeaf) {
+                Ok(page) => pages.push(page),
+                Err(error) => {
+                    let _ = self.release_pages(pages);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(pages)
+    }
+
+    /// A reserved page, its header retyped for the node it will hold.
+    fn take_spare(&self, spares: &mut Vec<PageMut>, page_type: PageType) -> Result<PageMut> {
+        let mut page = spares
+            .pop()
+            .ok_or_else(|| self.corrupt(0, "a split needed more pages than were reserved"))?;
+        let id = page.id();
+        page::init_frame(&mut page, page_type, id, 0);
+        Ok(page)
+    }
+
+    /// Returns unused reserved pages to the free list.
+    fn release_pages(&self, pages: Vec<PageMut>) -> Result<()> {
+        let page_nos: Vec<u32> = pages.iter().map(|page| page.id().page_no).collect();
+        drop(pages);
+        for page_no in page_nos {
+            self.alloc.free(page_no)?;
+        }
         Ok(())
     }
 
@@ -592,4 +643,70 @@ fn remove_child(node: &mut NodeMut<'_>, index: usize) -> bool {
     node.set_leftmost_child(first);
     node.remove(0);
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::MemVfs;
+    use crate::page::PageSize;
+    use crate::space::{NewSpace, SpaceFile, SpaceKind, SpaceSet};
+    use std::path::Path;
+
+    fn tree() -> BTree {
+        let vfs = MemVfs::new();
+        let spec = NewSpace {
+            id: 1,
+            kind: SpaceKind::Table,
+            page_size: PageSize::try_from(4096).unwrap(),
+            encryption: None,
+        };
+        let space = Arc::new(
+            SpaceFile::create(&vfs, Path::new("/db/t"), spec, None, Default::default()).unwrap(),
+        );
+        let spaces = Arc::new(SpaceSet::new());
+        spaces.insert(Arc::clone(&space));
+        let pool = BufferPool::new(64 * 4096, 4096, spaces as _).unwrap();
+        let alloc = Arc::new(Allocator::new(space, Arc::clone(&pool)));
+        BTree::create(pool, alloc).unwrap()
+    }
+
+    fn contents(tree: &BTree) -> Vec<(Vec<u8>, Vec<u8>)> {
+        use std::ops::Bound::Unbounded;
+        tree.range(Unbounded, Unbounded, false)
+            .collect::<Result<Vec<_>>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_split_that_cannot_get_its_pages_changes_nothing() {
+        let tree = tree();
+        for i in 0..400u32 {
+            tree.put(format!("key{i:05}").as_bytes(), &[7u8; 40])
+                .unwrap();
+        }
+        let before = contents(&tree);
+        let free_head = tree.space_header().free_head;
+        // No free pages and no room to grow: every allocation now fails.
+        tree.alloc
+            .space()
+            .update_header(|h| h.page_count = u32::MAX);
+        let mut refused = 0;
+        for i in 0..400u32 {
+            // Growing values force splits (inserts into full leaves and replaces that no
+            // longer fit); each must either succeed in place or leave the tree untouched.
+            let key = format!("key{i:05}");
+            match tree.put(key.as_bytes(), &[9u8; 600]) {
+                Ok(()) => {}
+                Err(_) => {
+                    refused += 1;
+                    let expected = before.iter().find(|(k, _)| k == key.as_bytes()).unwrap();
+                    assert_eq!(tree.get(key.as_bytes()).unwrap(), Some(expected.1.clone()));
+                }
+            }
+        }
+        assert!(refused > 0, "the test must make some split fail");
+        assert_eq!(contents(&tree).len(), before.len(), "no key was lost");
+        assert_eq!(tree.space_header().free_head, free_head);
+    }
 }
