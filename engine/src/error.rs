@@ -116,6 +116,11 @@ pub enum Error {
     )]
     LockWaitTimeout { table: String, waited_ms: u64 },
 
+    /// The redo log failed: IO, a full log, a wrong log key, or an earlier failure that
+    /// poisoned it (`strongbox_wal` rule W5: nothing is retried).
+    #[error("redo log: {0}")]
+    Log(#[from] strongbox_wal::WalError),
+
     /// An option value is out of range or inconsistent.
     #[error("invalid option {name}: {problem}")]
     InvalidOption { name: &'static str, problem: String },

@@ -33,6 +33,8 @@
 //! | `catalog`   | table name -> tablespace and encryption settings                      |
 //! | `lock`      | key locks held to commit; committed before-images for readers         |
 //! | `undo`      | undo logs in the system space: before-images for rollback, recovery   |
+//! | `mtr`       | mini-transactions: a B+tree operation's page changes as one redo batch |
+//! | `redo`      | recovery phase B: apply the redo of complete batches to the pages     |
 //! | `db`, `txn` | the embedded API                                                      |
 
 pub mod btree;
@@ -44,8 +46,10 @@ mod error;
 pub mod inspect;
 pub mod io;
 pub(crate) mod lock;
+pub(crate) mod mtr;
 mod options;
 pub mod page;
+pub(crate) mod redo;
 pub mod space;
 mod table;
 mod txn;

@@ -75,6 +75,31 @@ pub const AUTHENTICATED_HEADER: Range<usize> = PAGE_TYPE_OFFSET..HEADER_LEN;
 /// Where the stored-bytes checksum lives, and the bytes it covers start.
 pub(super) const CHECKSUM_FIELD: Range<usize> = CHECKSUM_OFFSET..PAGE_TYPE_OFFSET;
 
+/// Where the page LSN sits in a frame: the mini-transaction stamps it and leaves it out of
+/// its deltas; redo compares it with a record's LSN (`docs/durability.md` rules 2, 3).
+pub const PAGE_LSN: Range<usize> = LSN_OFFSET..LSN_OFFSET + LSN_LEN;
+
+/// The page LSN of a frame, without validating the rest of the header.
+///
+/// # Panics
+///
+/// If `frame` is shorter than [`HEADER_LEN`] (a caller bug: frames are whole pages).
+pub fn read_page_lsn(frame: &[u8]) -> u64 {
+    let header = frame
+        .first_chunk()
+        .expect("a page buffer is longer than the page header");
+    u64::from_le_bytes(field(header, LSN_OFFSET))
+}
+
+/// Stores `lsn` as the page LSN of `frame`, touching no other byte.
+///
+/// # Panics
+///
+/// If `frame` is shorter than [`HEADER_LEN`] (a caller bug: frames are whole pages).
+pub fn write_page_lsn(frame: &mut [u8], lsn: u64) {
+    frame[PAGE_LSN].copy_from_slice(&lsn.to_le_bytes());
+}
+
 /// One past the last body byte upper layers may use, for a page of `page_len` bytes.
 pub const fn body_end(page_len: usize) -> usize {
     page_len - TRAILER_LEN
