@@ -126,7 +126,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::{FileIo, OpenMode, Vfs};
-use crate::page::{PageError, PageHeader, PageId, PageSize};
+use crate::page::{self, PageError, PageHeader, PageId, PageSize};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -212,13 +212,7 @@ impl HomeState {
 /// check (FORMAT.md §2.1). It covers the stored (for encrypted spaces, encrypted) bytes and
 /// so needs no key. An all-zero page (never written) fails it.
 pub fn stored_checksum_ok(stored: &[u8]) -> bool {
-    checksums(stored).is_some_and(|(recorded, computed)| recorded == computed)
-}
-
-/// The recorded and the computed checksum of a stored page; `None` if it is too short.
-fn checksums(stored: &[u8]) -> Option<(u32, u32)> {
-    let (recorded, rest) = stored.split_first_chunk::<4>()?;
-    Some((u32::from_le_bytes(*recorded), crc32fast::hash(rest)))
+    page::stored_checksums(stored).is_some_and(|(recorded, computed)| recorded == computed)
 }
 
 /// What [`Doublewrite::recover`] found and did. The first four counts add up to
@@ -482,7 +476,7 @@ impl Doublewrite {
                 got: image.len(),
             }));
         }
-        if let Some((stored, computed)) = checksums(image).filter(|(s, c)| s != c) {
+        if let Some((stored, computed)) = page::stored_checksums(image).filter(|(s, c)| s != c) {
             return Err(refuse(PageError::Corrupt {
                 page,
                 stored,
@@ -668,7 +662,7 @@ fn get_u32(bytes: &[u8], offset: usize) -> u32 {
 mod tests {
     use super::*;
     use crate::io::{Damage, SimVfs};
-    use crate::page::{self, PageType, Seal};
+    use crate::page::{PageType, Seal};
     use std::io;
     use strongbox_keyring::{Algorithm, DataKey};
 

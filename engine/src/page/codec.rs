@@ -312,11 +312,20 @@ fn write_checksum(page: &mut [u8]) {
     page[CHECKSUM_FIELD].copy_from_slice(&checksum.to_le_bytes());
 }
 
+/// The checksum recorded in a stored page and the one its bytes have now: the codec's
+/// first check (over the stored — for an encrypted space, encrypted — bytes, so it needs no
+/// key). `None` for a buffer too short to hold the checksum field.
+pub fn stored_checksums(page: &[u8]) -> Option<(u32, u32)> {
+    let recorded = page.get(CHECKSUM_FIELD)?;
+    let recorded = u32::from_le_bytes(recorded.try_into().ok()?);
+    Some((recorded, checksum_of(page)))
+}
+
 fn verify_checksum(page: &[u8], expected: PageId) -> Result<(), PageError> {
-    let mut stored = [0u8; 4];
-    stored.copy_from_slice(&page[CHECKSUM_FIELD]);
-    let stored = u32::from_le_bytes(stored);
-    let computed = checksum_of(page);
+    let (stored, computed) = stored_checksums(page).ok_or(PageError::SizeMismatch {
+        expected: HEADER_LEN,
+        got: page.len(),
+    })?;
     if stored == computed {
         return Ok(());
     }

@@ -240,8 +240,9 @@ impl TryFrom<u16> for PageType {
     }
 }
 
-/// The `cipher` byte: 0 = none, else the algorithm.
-fn cipher_code(cipher: Option<Algorithm>) -> u8 {
+/// The `cipher` byte: 0 = none, else the algorithm. Page 0's encryption record stores the
+/// same codes.
+pub(crate) fn cipher_code(cipher: Option<Algorithm>) -> u8 {
     match cipher {
         None => 0,
         Some(Algorithm::AesCtr) => 1,
@@ -250,7 +251,7 @@ fn cipher_code(cipher: Option<Algorithm>) -> u8 {
     }
 }
 
-fn cipher_from_code(code: u8) -> Result<Option<Algorithm>, &'static str> {
+pub(crate) fn cipher_from_code(code: u8) -> Result<Option<Algorithm>, &'static str> {
     match code {
         0 => Ok(None),
         1 => Ok(Some(Algorithm::AesCtr)),

@@ -75,9 +75,9 @@
 
 mod codec;
 mod error;
-mod header;
+pub(crate) mod header;
 
-pub use codec::{decode_in_place, encode, is_all_zero, NoKeys, PageKeys, Seal};
+pub use codec::{decode_in_place, encode, is_all_zero, stored_checksums, NoKeys, PageKeys, Seal};
 pub use error::PageError;
 pub use header::{
     body_end, init_frame, read_page_lsn, read_page_no, write_page_lsn, InvalidPageSize, PageHeader,

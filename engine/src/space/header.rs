@@ -34,6 +34,7 @@
 //! 304         end
 //! ```
 
+use crate::page::header::{cipher_code, cipher_from_code};
 use crate::page::BODY_START;
 use strongbox_keyring::wrap::WrappedKey;
 use strongbox_keyring::Algorithm;
@@ -131,23 +132,6 @@ fn put_u32(body: &mut [u8], offset: usize, value: u32) {
     body[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
 }
 
-pub(crate) fn algorithm_code(algorithm: Algorithm) -> u8 {
-    match algorithm {
-        Algorithm::AesCtr => 1,
-        Algorithm::AesCbc => 2,
-        Algorithm::AesGcm => 3,
-    }
-}
-
-fn algorithm_from_code(code: u8) -> Option<Algorithm> {
-    match code {
-        1 => Some(Algorithm::AesCtr),
-        2 => Some(Algorithm::AesCbc),
-        3 => Some(Algorithm::AesGcm),
-        _ => None,
-    }
-}
-
 impl SpaceHeader {
     /// Writes the header into the body area of a page-0 frame (`frame` is the whole page).
     pub fn write(&self, frame: &mut [u8]) {
@@ -170,7 +154,7 @@ impl SpaceHeader {
             return;
         };
         body[ENCRYPTED_OFFSET] = 1;
-        body[ALGORITHM_OFFSET] = algorithm_code(record.algorithm);
+        body[ALGORITHM_OFFSET] = cipher_code(Some(record.algorithm));
         body[GENERATION_COUNT_OFFSET] = record.generations.len() as u8;
         put_u32(body, KEY_ID_OFFSET, record.key_id);
         put_u32(body, CURRENT_VERSION_OFFSET, record.current_version);
@@ -230,7 +214,9 @@ impl SpaceHeader {
 }
 
 fn read_encryption(body: &[u8]) -> Result<EncryptionRecord, HeaderError> {
-    let algorithm = algorithm_from_code(body[ALGORITHM_OFFSET])
+    let algorithm = cipher_from_code(body[ALGORITHM_OFFSET])
+        .ok()
+        .flatten()
         .ok_or_else(|| HeaderError(format!("unknown algorithm code {}", body[ALGORITHM_OFFSET])))?;
     let count = usize::from(body[GENERATION_COUNT_OFFSET]);
     if count == 0 || count > MAX_GENERATIONS {
