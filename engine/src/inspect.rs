@@ -8,13 +8,10 @@
 
 use crate::error::{Error, Result};
 use crate::io::{OpenMode, Vfs};
-use crate::page::{self, PageError, PageHeader, PageId, PageKeys, BODY_START};
-use crate::space::{header::SpaceHeader, probe_page_size};
-use std::collections::HashMap;
+use crate::page::{self, PageError, PageHeader, PageId, BODY_START};
+use crate::space::{header::SpaceHeader, probe_page_size, SpaceKeys};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use strongbox_keyring::provider::KeyProvider;
-use strongbox_keyring::{wrap, DataKey};
 
 /// Bytes of stored body shown per page.
 pub const PREFIX_LEN: usize = 32;
@@ -64,19 +61,6 @@ impl SpaceReport {
     }
 }
 
-struct UnwrappedKeys {
-    key_id: u32,
-    by_version: HashMap<u32, Arc<DataKey>>,
-}
-
-impl PageKeys for UnwrappedKeys {
-    fn data_key(&self, key_id: u32, key_version: u32) -> Option<Arc<DataKey>> {
-        (key_id == self.key_id)
-            .then(|| self.by_version.get(&key_version).cloned())
-            .flatten()
-    }
-}
-
 /// Inspects the file at `path`: every page, or only `only_page`.
 pub fn inspect_file(
     vfs: &dyn Vfs,
@@ -96,22 +80,13 @@ pub fn inspect_file(
         path: path.to_path_buf(),
         problem: e.0,
     })?;
-    let mut keys = UnwrappedKeys {
-        key_id: 0,
-        by_version: HashMap::new(),
-    };
-    let mut key_errors = Vec::new();
-    if let (Some(record), Some(keyring)) = (&header.encryption, keyring) {
-        keys.key_id = record.key_id;
-        for generation in &record.generations {
-            match wrap::unwrap(keyring, &generation.wrapped) {
-                Ok(key) => {
-                    keys.by_version.insert(generation.version, Arc::new(key));
-                }
-                Err(e) => key_errors.push(e.to_string()),
-            }
+    let (keys, key_errors) = match (&header.encryption, keyring) {
+        (Some(record), Some(keyring)) => {
+            let (keys, errors) = SpaceKeys::unwrap_all(record, keyring);
+            (keys, errors.iter().map(ToString::to_string).collect())
         }
-    }
+        _ => (SpaceKeys::default(), Vec::new()),
+    };
     let page_count = (len / page_size as u64) as u32;
     let pages: Vec<u32> = match only_page {
         Some(page_no) => vec![page_no],
@@ -146,12 +121,7 @@ pub fn inspect_file(
     })
 }
 
-fn inspect_page(
-    buf: &mut [u8],
-    id: PageId,
-    keys: &UnwrappedKeys,
-    have_keyring: bool,
-) -> PageReport {
+fn inspect_page(buf: &mut [u8], id: PageId, keys: &SpaceKeys, have_keyring: bool) -> PageReport {
     let stored_prefix = buf[BODY_START..BODY_START + PREFIX_LEN].to_vec();
     let header = PageHeader::read(buf).ok();
     if page::is_all_zero(buf) {
@@ -166,7 +136,7 @@ fn inspect_page(
     let (checksum_ok, status) = match page::decode_in_place(buf, id, keys) {
         Ok(_) => (true, PageStatus::Ok),
         Err(e @ PageError::Corrupt { .. }) => (false, PageStatus::Bad(e.to_string())),
-        Err(e @ PageError::MissingKey { .. }) if !have_keyring || keys.by_version.is_empty() => {
+        Err(e @ PageError::MissingKey { .. }) if !have_keyring || keys.is_empty() => {
             (true, PageStatus::NotDecrypted(e.to_string()))
         }
         Err(e) => (true, PageStatus::Bad(e.to_string())),

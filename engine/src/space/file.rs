@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use strongbox_keyring::provider::KeyProvider;
-use strongbox_keyring::{wrap, Algorithm, DataKey};
+use strongbox_keyring::{wrap, Algorithm, DataKey, KeyringError};
 
 /// Counters of page IO and crypto, shared by every space of a database.
 #[derive(Debug, Default)]
@@ -48,9 +48,39 @@ pub struct NewSpace {
 
 /// The unwrapped data keys of a space, by generation (key version).
 #[derive(Debug, Default)]
-struct SpaceKeys {
+pub(crate) struct SpaceKeys {
     key_id: u32,
     by_version: HashMap<u32, Arc<DataKey>>,
+}
+
+impl SpaceKeys {
+    /// Unwraps every data-key generation of `record` with `keyring`. The generations that
+    /// cannot be unwrapped come back as errors, in header order, next to the keys that could.
+    pub(crate) fn unwrap_all(
+        record: &EncryptionRecord,
+        keyring: &dyn KeyProvider,
+    ) -> (SpaceKeys, Vec<KeyringError>) {
+        let mut keys = SpaceKeys {
+            key_id: record.key_id,
+            by_version: HashMap::new(),
+        };
+        let mut errors = Vec::new();
+        for generation in &record.generations {
+            match wrap::unwrap(keyring, &generation.wrapped) {
+                Ok(data_key) => {
+                    keys.by_version
+                        .insert(generation.version, Arc::new(data_key));
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        (keys, errors)
+    }
+
+    /// True when no data key is loaded.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_version.is_empty()
+    }
 }
 
 impl PageKeys for SpaceKeys {
@@ -153,17 +183,14 @@ impl SpaceFile {
             let keyring = keyring.ok_or_else(|| Error::NoKeyring {
                 what: format!("encrypted tablespace {}", path.display()),
             })?;
-            keys.key_id = record.key_id;
-            for generation in &record.generations {
-                let data_key = wrap::unwrap(keyring, &generation.wrapped).map_err(|source| {
-                    Error::KeyUnavailable {
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                })?;
-                keys.by_version
-                    .insert(generation.version, Arc::new(data_key));
+            let (unwrapped, errors) = SpaceKeys::unwrap_all(record, keyring);
+            if let Some(source) = errors.into_iter().next() {
+                return Err(Error::KeyUnavailable {
+                    path: path.to_path_buf(),
+                    source,
+                });
             }
+            keys = unwrapped;
         }
         Ok(SpaceFile::assemble(
             expected_id,
@@ -223,7 +250,7 @@ impl SpaceFile {
     /// Reads page `page_no` and decodes it (verifying its checksum and decrypting it) into
     /// `frame`.
     pub fn read_page(&self, page_no: u32, frame: &mut [u8]) -> Result<()> {
-        self.check_data_page(page_no)?;
+        let sealing = self.check_data_page(page_no)?;
         let offset = self.offset_of(page_no);
         self.file
             .read_at(frame, offset)
@@ -240,7 +267,12 @@ impl SpaceFile {
                 .pages_decrypted
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.check_policy(page_no, header.cipher.is_some(), header.key_id)?;
+        self.check_policy(
+            page_no,
+            sealing.map(|s| s.key_id),
+            header.cipher.is_some(),
+            header.key_id,
+        )?;
         self.check_structure(page_no, header.page_type, frame)
     }
 
@@ -248,8 +280,13 @@ impl SpaceFile {
     /// *should* be encrypted is the space's policy. Without this check, someone who can
     /// write the file could replace an encrypted page by a plain page of their choosing
     /// (the CRC is public) and have it read as data.
-    fn check_policy(&self, page_no: u32, encrypted: bool, key_id: u32) -> Result<()> {
-        let expected_key = self.header.lock().encryption.as_ref().map(|e| e.key_id);
+    fn check_policy(
+        &self,
+        page_no: u32,
+        expected_key: Option<u32>,
+        encrypted: bool,
+        key_id: u32,
+    ) -> Result<()> {
         let problem = match (expected_key, encrypted) {
             (Some(_), false) => "is not encrypted, but its tablespace is",
             (None, true) => "is encrypted, but its tablespace is not",
@@ -283,17 +320,15 @@ impl SpaceFile {
     /// Encodes `frame` (encrypting it with the current data key if the space is encrypted)
     /// and writes it as page `page_no`. Not durable until [`SpaceFile::sync`].
     pub fn write_page(&self, page_no: u32, frame: &[u8]) -> Result<()> {
-        self.check_data_page(page_no)?;
+        let encryption = self.check_data_page(page_no)?;
         let mut stored = vec![0u8; self.page_size.len()];
-        let encryption = self
-            .header
-            .lock()
-            .encryption
-            .as_ref()
-            .map(|record| (record.key_id, record.current_version, record.algorithm));
         match encryption {
             None => page::encode(frame, Seal::Plain, &mut stored),
-            Some((key_id, key_version, algorithm)) => {
+            Some(Sealing {
+                key_id,
+                key_version,
+                algorithm,
+            }) => {
                 let key = self
                     .keys
                     .read()
@@ -378,8 +413,18 @@ impl SpaceFile {
         u64::from(page_no) * self.page_size.len() as u64
     }
 
-    fn check_data_page(&self, page_no: u32) -> Result<()> {
-        let page_count = self.header.lock().page_count;
+    /// Checks that `page_no` is a data page of this space and returns how the space seals
+    /// its pages now — one look at the header per page IO.
+    fn check_data_page(&self, page_no: u32) -> Result<Option<Sealing>> {
+        let (page_count, sealing) = {
+            let header = self.header.lock();
+            let sealing = header.encryption.as_ref().map(|record| Sealing {
+                key_id: record.key_id,
+                key_version: record.current_version,
+                algorithm: record.algorithm,
+            });
+            (header.page_count, sealing)
+        };
         if page_no == 0 || page_no >= page_count {
             return Err(Error::Corrupt {
                 path: self.path.clone(),
@@ -389,8 +434,16 @@ impl SpaceFile {
                 ),
             });
         }
-        Ok(())
+        Ok(sealing)
     }
+}
+
+/// How an encrypted space seals its pages: key id, current generation, algorithm.
+#[derive(Debug, Clone, Copy)]
+struct Sealing {
+    key_id: u32,
+    key_version: u32,
+    algorithm: Algorithm,
 }
 
 /// The page size a space file was created with, read from its header (before checksums

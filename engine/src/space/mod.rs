@@ -19,6 +19,7 @@ mod nonce;
 mod set;
 
 pub use alloc::Allocator;
+pub(crate) use file::SpaceKeys;
 pub use file::{probe_page_size, IoCounters, NewSpace, SpaceEncryption, SpaceFile};
 pub use header::{SpaceHeader, SpaceKind};
 pub use set::SpaceSet;
