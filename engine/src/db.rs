@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use strongbox_keyring::provider::{self, FileKeyProvider, KeyProvider};
-use strongbox_keyring::source::{FileKey, KeyFileSource};
+use strongbox_keyring::source::KeyFileSource;
 
 /// An open database. Cheap to clone; every clone refers to the same database.
 #[derive(Clone, Debug)]
@@ -318,8 +318,7 @@ impl Db {
     /// Writes every dirty page and every tablespace header, synced.
     pub fn checkpoint(&self) -> Result<()> {
         self.check_open()?;
-        self.inner.pool.flush_all()?;
-        self.inner.spaces.persist_headers()
+        self.inner.write_everything()
     }
 
     /// Checks every tree and every tablespace's page accounting.
@@ -364,13 +363,7 @@ impl Db {
             return Ok(());
         }
         *closed = true;
-        let flushed = self
-            .inner
-            .pool
-            .flush_all()
-            .and_then(|()| self.inner.spaces.persist_headers());
-        let stopped = self.inner.pool.shutdown();
-        flushed.and(stopped)
+        self.inner.shut_down()
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -429,12 +422,25 @@ impl Db {
     }
 }
 
+impl DbInner {
+    /// Writes every dirty page and every tablespace header, synced.
+    fn write_everything(&self) -> Result<()> {
+        self.pool.flush_all()?;
+        self.spaces.persist_headers()
+    }
+
+    /// The last write and the stop of the background threads (close, and drop).
+    fn shut_down(&self) -> Result<()> {
+        let written = self.write_everything();
+        let stopped = self.pool.shutdown();
+        written.and(stopped)
+    }
+}
+
 impl Drop for DbInner {
     fn drop(&mut self) {
         if !*self.closed.get_mut() {
-            let _ = self.pool.flush_all();
-            let _ = self.spaces.persist_headers();
-            let _ = self.pool.shutdown();
+            let _ = self.shut_down();
         }
     }
 }
@@ -465,10 +471,7 @@ fn load_keyring(options: &Options) -> Result<LoadedKeyring> {
             filekey,
             settings,
         } => {
-            let source = match filekey {
-                None => KeyFileSource::plain(path),
-                Some(secret) => KeyFileSource::encrypted(path, FileKey::parse(secret)?, *settings),
-            };
+            let source = KeyFileSource::new(path, filekey.as_deref(), *settings)?;
             let (provider, diagnostics) = FileKeyProvider::open(source)?;
             let warnings = diagnostics.iter().map(ToString::to_string).collect();
             Ok((Some(Arc::new(provider)), warnings))

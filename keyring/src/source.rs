@@ -131,6 +131,19 @@ impl KeyFileSource {
         }
     }
 
+    /// The key file at `path`: encrypted when `file_key` (a passphrase or `FILE:path`, as
+    /// `--filekey` takes it) is given, plain otherwise.
+    pub fn new(
+        path: impl Into<PathBuf>,
+        file_key: Option<&str>,
+        settings: EncSettings,
+    ) -> Result<KeyFileSource> {
+        Ok(match file_key {
+            None => KeyFileSource::plain(path),
+            Some(value) => KeyFileSource::encrypted(path, FileKey::parse(value)?, settings),
+        })
+    }
+
     /// An encrypted key file opened with `file_key` and `settings`.
     pub fn encrypted(path: impl Into<PathBuf>, file_key: FileKey, settings: EncSettings) -> Self {
         KeyFileSource {

@@ -4,17 +4,12 @@
 
 use super::settings::Settings;
 use std::path::PathBuf;
-use strongbox_keyring::source::{Diagnostic, FileKey, KeyFileSource};
+use strongbox_keyring::source::{Diagnostic, KeyFileSource};
 
 /// The key file at `path`, encrypted when a file key was given.
 pub fn key_file_source(settings: &Settings, path: PathBuf) -> Result<KeyFileSource, String> {
-    Ok(match &settings.filekey {
-        None => KeyFileSource::plain(path),
-        Some(value) => {
-            let file_key = FileKey::parse(value).map_err(|e| e.to_string())?;
-            KeyFileSource::encrypted(path, file_key, settings.key_settings)
-        }
-    })
+    KeyFileSource::new(path, settings.filekey.as_deref(), settings.key_settings)
+        .map_err(|e| e.to_string())
 }
 
 /// The configured key file, or an error saying how to name one.
