@@ -7,7 +7,6 @@
 //! Buffers are bounced through 4096-byte-aligned memory, as `O_DIRECT` requires.
 
 use std::fmt;
-use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -71,21 +70,8 @@ impl Vfs for DirectVfs {
         if path.extension().is_none_or(|ext| ext != "sbd") {
             return StdVfs.open(path, mode);
         }
-        let mut options = OpenOptions::new();
-        options
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_DIRECT);
-        match mode {
-            OpenMode::Existing => {}
-            OpenMode::CreateOrOpen => {
-                options.create(true);
-            }
-            OpenMode::CreateNew => {
-                options.create_new(true);
-            }
-        }
+        let mut options = StdVfs::open_options(mode);
+        options.custom_flags(libc::O_DIRECT);
         Ok(Arc::new(DirectFile {
             file: options.open(path)?,
         }))

@@ -93,12 +93,9 @@ impl RangeIter {
         loop {
             let node = tree.node(&current)?;
             if node.kind() == NodeKind::Leaf {
-                let indexes: Box<dyn Iterator<Item = usize>> = if forward {
-                    Box::new(0..node.len())
-                } else {
-                    Box::new((0..node.len()).rev())
-                };
-                for index in indexes {
+                let len = node.len();
+                for step in 0..len {
+                    let index = if forward { step } else { len - 1 - step };
                     let key = node.key(index);
                     let (after_start, before_end) = if forward {
                         (past_lower(key, start), before_upper(key, &self.end))

@@ -38,8 +38,10 @@ impl FileIo for StdFile {
     }
 }
 
-impl Vfs for StdVfs {
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileIo>> {
+impl StdVfs {
+    /// Read-write options for `mode`, new files with mode 0600 — for file systems built on
+    /// this one that add flags (such as `O_DIRECT`).
+    pub fn open_options(mode: OpenMode) -> OpenOptions {
         let mut options = OpenOptions::new();
         options.read(true).write(true).mode(0o600);
         match mode {
@@ -51,8 +53,14 @@ impl Vfs for StdVfs {
                 options.create_new(true);
             }
         }
+        options
+    }
+}
+
+impl Vfs for StdVfs {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileIo>> {
         Ok(Arc::new(StdFile {
-            file: options.open(path)?,
+            file: StdVfs::open_options(mode).open(path)?,
         }))
     }
 
