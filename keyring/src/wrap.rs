@@ -158,21 +158,7 @@ pub fn unwrap(provider: &dyn KeyProvider, wrapped: &WrappedKey) -> Result<DataKe
     };
     let mut buf = zeroize::Zeroizing::new([0u8; MAX_WRAPPED]);
     let len = wrapped.wrapped.len() - KW_OVERHEAD;
-    let kek_bytes = kek.secret.expose();
-    let result = match kek_bytes.len() {
-        16 => KwAes128::new_from_slice(kek_bytes)
-            .map(|kw| kw.unwrap_key(&wrapped.wrapped, &mut buf[..]).is_ok()),
-        24 => KwAes192::new_from_slice(kek_bytes)
-            .map(|kw| kw.unwrap_key(&wrapped.wrapped, &mut buf[..]).is_ok()),
-        32 => KwAes256::new_from_slice(kek_bytes)
-            .map(|kw| kw.unwrap_key(&wrapped.wrapped, &mut buf[..]).is_ok()),
-        _ => {
-            return Err(KeyringError::InvalidKeyLength {
-                bits: kek_bytes.len() * 8,
-            })
-        }
-    };
-    if result != Ok(true) {
+    if !Kek::new(&kek)?.unwrap(&wrapped.wrapped, &mut buf[..]) {
         return Err(failed());
     }
     DataKey::from_secret(SecretBytes::new(buf[..len].to_vec()))
@@ -189,26 +175,55 @@ pub fn rewrap(
     wrap_latest(provider, new_key_id, &data_key)
 }
 
+/// AES Key Wrap under a keyring key of any of the three AES sizes.
+enum Kek {
+    Aes128(KwAes128),
+    Aes192(KwAes192),
+    Aes256(KwAes256),
+}
+
+impl Kek {
+    fn new(kek: &KeyringKey) -> Result<Kek> {
+        let bytes = kek.secret.expose();
+        let kek = match bytes.len() {
+            16 => KwAes128::new_from_slice(bytes).map(Kek::Aes128),
+            24 => KwAes192::new_from_slice(bytes).map(Kek::Aes192),
+            32 => KwAes256::new_from_slice(bytes).map(Kek::Aes256),
+            _ => {
+                return Err(KeyringError::InvalidKeyLength {
+                    bits: bytes.len() * 8,
+                })
+            }
+        };
+        kek.map_err(|_| KeyringError::InvalidKeyLength {
+            bits: bytes.len() * 8,
+        })
+    }
+
+    /// Wraps `plain` into `out`; false if the lengths do not suit AES-KW.
+    fn wrap(&self, plain: &[u8], out: &mut [u8]) -> bool {
+        match self {
+            Kek::Aes128(kw) => kw.wrap_key(plain, out).is_ok(),
+            Kek::Aes192(kw) => kw.wrap_key(plain, out).is_ok(),
+            Kek::Aes256(kw) => kw.wrap_key(plain, out).is_ok(),
+        }
+    }
+
+    /// Unwraps `wrapped` into `out`; false if the integrity check fails.
+    fn unwrap(&self, wrapped: &[u8], out: &mut [u8]) -> bool {
+        match self {
+            Kek::Aes128(kw) => kw.unwrap_key(wrapped, out).is_ok(),
+            Kek::Aes192(kw) => kw.unwrap_key(wrapped, out).is_ok(),
+            Kek::Aes256(kw) => kw.unwrap_key(wrapped, out).is_ok(),
+        }
+    }
+}
+
 fn wrap_with(kek: &KeyringKey, data_key: &DataKey) -> Result<WrappedKey> {
     let plain = data_key.secret().expose();
     let mut buf = [0u8; MAX_WRAPPED];
     let out_len = plain.len() + KW_OVERHEAD;
-    let kek_bytes = kek.secret.expose();
-    let ok =
-        match kek_bytes.len() {
-            16 => KwAes128::new_from_slice(kek_bytes)
-                .map(|kw| kw.wrap_key(plain, &mut buf[..]).is_ok()),
-            24 => KwAes192::new_from_slice(kek_bytes)
-                .map(|kw| kw.wrap_key(plain, &mut buf[..]).is_ok()),
-            32 => KwAes256::new_from_slice(kek_bytes)
-                .map(|kw| kw.wrap_key(plain, &mut buf[..]).is_ok()),
-            _ => {
-                return Err(KeyringError::InvalidKeyLength {
-                    bits: kek_bytes.len() * 8,
-                })
-            }
-        };
-    if ok != Ok(true) {
+    if !Kek::new(kek)?.wrap(plain, &mut buf[..]) {
         return Err(KeyringError::InvalidKeyLength {
             bits: plain.len() * 8,
         });
