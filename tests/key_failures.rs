@@ -43,13 +43,16 @@ const FULL: &[(u32, u32, &str)] = &[
     (100, 2, KEY_100_V2),
 ];
 
-/// Every file under `dir` with its bytes.
+/// Every file under `dir` (the redo log's directory too) with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        assert!(path.is_file(), "unexpected entry {}", path.display());
-        files.insert(path.clone(), std::fs::read(&path).unwrap());
+        if path.is_dir() {
+            files.extend(snapshot(&path));
+        } else {
+            files.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
     }
     files
 }

@@ -4,42 +4,54 @@
 //!
 //! ```text
 //! <dir>/strongbox.lock     advisory lock; holds the pid of the process that has it open
-//! <dir>/system.sbd         space 0: the catalog (key 1)
+//! <dir>/system.sbd         space 0: the catalog (page 1) and undo (directory on page 2; key 1)
 //! <dir>/temp.sbd           temporary space (key 2, else 1); recreated at every start
 //! <dir>/space-<id>.sbd     one file per table
+//! <dir>/doublewrite.dbw    torn-page protection (`doublewrite.rs`)
+//! <dir>/redo/              the redo log: redo.ctl and redo-<seq>.log segments (`wal`)
 //! ```
 //!
-//! ## Open, step by step
+//! ## Open, step by step (`docs/durability.md` §3 has the recovery phases)
 //!
 //! 1. Lock the directory (fails at once if another process has it).
 //! 2. Load the keyring. With encryption on and no key file: refuse, saying how to make one.
-//! 3. Open (or create) the system space and the catalog; open every table's space,
-//!    unwrapping its data keys. Any missing or wrong key fails the open *before anything is
-//!    written*, naming the file, key id and version.
-//! 4. Recreate the temporary space. Start the page cleaner.
+//! 3. Open (or create) the system space and every `space-<id>.sbd`, unwrapping their data
+//!    keys: any missing or wrong key fails the open *before anything is written*, naming
+//!    the file, key id and version. Open (or create) the redo log and scan it.
+//! 4. Recovery phases A (doublewrite repair) and B (redo); read the catalog; delete
+//!    tablespace files it does not name; recreate the temporary space.
+//! 5. Checkpoint; start the page cleaner and the checkpoint thread; phase C (roll back
+//!    unfinished transactions, purge); checkpoint.
 //!
-//! Durability (until the redo log lands): data reaches disk at [`Db::checkpoint`], at
-//! [`Db::close`] (also run on drop) and when the page cleaner or eviction writes pages; a
-//! crash may lose recent commits or leave a torn state. DDL checkpoints immediately.
+//! Durability: a commit is durable when `commit` returns (with `flush_log_at_commit = 1`;
+//! see `FlushAtCommit` for 0 and 2). DDL is durable when it returns.
 
 use crate::btree::{BTree, TreeStats};
 use crate::buffer::BufferPool;
 use crate::catalog::{check_table_name, Catalog, Encrypted, TableMeta};
+use crate::checkpoint::{CheckpointThread, Checkpointer};
+use crate::doublewrite::{self, Doublewrite};
 use crate::error::{Error, Result};
 use crate::io::Vfs;
+use crate::lock::LockManager;
+use crate::mtr::Mtr;
 use crate::options::{EncryptTables, KeySource, Options};
 use crate::page::PageSize;
+use crate::recovery;
+use crate::redo;
 use crate::space::{
     self, Allocator, IoCounters, NewSpace, SpaceEncryption, SpaceFile, SpaceKind, SpaceSet,
 };
 use crate::table::{Table, TableInfo, TableOptions, TableState};
+use crate::undo::{UndoDirectory, UndoLog};
 use parking_lot::{Mutex, RwLock};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use strongbox_keyring::provider::{self, FileKeyProvider, KeyProvider};
 use strongbox_keyring::source::KeyFileSource;
+use strongbox_wal::{Log, LogConfig, RecoveryReport, WalError};
 
 /// An open database. Cheap to clone; every clone refers to the same database.
 #[derive(Clone, Debug)]
@@ -50,7 +62,7 @@ pub struct Db {
 #[derive(Debug)]
 pub(crate) struct DbInner {
     dir: PathBuf,
-    options: Options,
+    pub(crate) options: Options,
     keyring: Option<Arc<dyn KeyProvider>>,
     warnings: Vec<String>,
     spaces: Arc<SpaceSet>,
@@ -63,8 +75,37 @@ pub(crate) struct DbInner {
     ddl: Mutex<()>,
     /// Guards against use after close: set once by `close`.
     closed: Mutex<bool>,
+    log: Arc<Log>,
+    locks: Arc<LockManager>,
+    /// The undo directory (page 2 of the system space) and the system space's allocator,
+    /// which undo logs share with the catalog.
+    undo_directory: UndoDirectory,
+    system_alloc: Arc<Allocator>,
+    next_txn_id: AtomicU64,
+    recovered: Mutex<Recovered>,
+    checkpointer: Checkpointer,
+    checkpoint_thread: Mutex<Option<CheckpointThread>>,
     _lock: Box<dyn std::fmt::Debug + Send + Sync>,
 }
+
+/// What start-up recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Where and why the redo scan stopped (`None` for a new database).
+    pub log_stop: Option<String>,
+    /// Page changes redone.
+    pub redo: usize,
+    /// Transactions rolled back because they had not committed.
+    pub rolled_back: usize,
+    /// Finished transactions whose undo logs were purged.
+    pub purged: usize,
+    /// Tablespace files no table owned (a create or drop cut short), deleted.
+    pub leftover_files_removed: usize,
+}
+
+/// The page of the system space that holds the undo directory (page 1 is the catalog's
+/// root; the directory is the next page a new database allocates).
+pub(crate) const UNDO_DIRECTORY_PAGE: u32 = 2;
 
 /// Buffer-pool and IO counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,7 +131,8 @@ pub struct VerifyReport {
 }
 
 impl Db {
-    /// Opens the database in `dir`, creating it if the directory holds none.
+    /// Opens the database in `dir`, creating it if the directory holds none, and recovers
+    /// it after a crash (see the module doc).
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
         let vfs = Arc::clone(&options.vfs);
@@ -98,6 +140,7 @@ impl Db {
             .map_err(|e| Error::io("create directory", &dir, e))?;
         let lock = vfs.lock_directory(&dir).map_err(|e| lock_error(&dir, e))?;
         let (keyring, warnings) = load_keyring(&options)?;
+        let keyring_ref = keyring.as_deref();
         let counters = Arc::new(IoCounters::default());
         let spaces = Arc::new(SpaceSet::new());
         let system_path = dir.join(space::file_name(space::SYSTEM_SPACE_ID));
@@ -107,7 +150,8 @@ impl Db {
         } else {
             options.page_size
         };
-        let keyring_ref = keyring.as_deref();
+
+        // Step 3: the system space and the redo log (scanned, not yet applied).
         let system = if exists {
             SpaceFile::open(
                 vfs.as_ref(),
@@ -134,35 +178,121 @@ impl Db {
         };
         let system = Arc::new(system);
         spaces.insert(Arc::clone(&system));
+        // Every table's tablespace file in the directory, keys unwrapped: phase A needs
+        // them all open before anything is written, and a missing or wrong key must fail
+        // the open before the log is touched. Files the catalog turns out not to name are
+        // left over from a create or drop that a crash cut short; they are deleted below.
+        for path in vfs
+            .list(&dir)
+            .map_err(|e| Error::io("list directory", &dir, e))?
+        {
+            let Some(space_id) = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(space::table_space_id)
+            else {
+                continue;
+            };
+            spaces.insert(Arc::new(SpaceFile::open(
+                vfs.as_ref(),
+                &path,
+                space_id,
+                page_size,
+                keyring_ref,
+                Arc::clone(&counters),
+            )?));
+        }
+        let (log, report) = open_log(&dir, &options, keyring_ref, exists)?;
+        let log = Arc::new(log);
+        spaces.attach_log(Arc::clone(&log));
         let pool = BufferPool::new(
             options.buffer_pool_size,
             page_size.len(),
             Arc::clone(&spaces) as _,
         )?;
+        let doublewrite = Arc::new(Doublewrite::open_or_create(
+            vfs.as_ref(),
+            &dir,
+            page_size,
+            doublewrite::DEFAULT_SLOTS,
+        )?);
+
+        // Phases A and B (module doc).
+        let mut recovered = Recovered::default();
+        if let Some(report) = &report {
+            recovered.log_stop = Some(format!(
+                "LSN {} (block {}): {}",
+                report.stop.lsn, report.stop.block_no, report.stop.why
+            ));
+            recovery::repair_torn_pages(&doublewrite, &spaces)?;
+        }
+        if options.doublewrite {
+            pool.attach_doublewrite(Arc::clone(&doublewrite))?;
+        }
+        if let Some(report) = &report {
+            recovered.redo = redo::apply(&report.records, &spaces, &pool, |space_id| {
+                spaces.find(space_id).is_some()
+            })?
+            .applied;
+        }
         let system_alloc = Arc::new(Allocator::new(system, Arc::clone(&pool)));
-        let catalog_tree = if exists {
-            BTree::open(Arc::clone(&pool), system_alloc)
+        let log_ref = Some(Arc::clone(&log));
+        let (catalog_tree, undo_page) = if exists {
+            let tree = BTree::open(Arc::clone(&pool), Arc::clone(&system_alloc), log_ref);
+            (tree, UNDO_DIRECTORY_PAGE)
         } else {
-            BTree::create(Arc::clone(&pool), system_alloc)?
+            let tree = BTree::create(Arc::clone(&pool), Arc::clone(&system_alloc), log_ref)?;
+            let mtr = Mtr::start(Some(&log), &pool)?;
+            let page_no = UndoDirectory::create(&mtr, &system_alloc)?;
+            mtr.commit()?;
+            (tree, page_no)
         };
+        if undo_page != UNDO_DIRECTORY_PAGE {
+            return Err(Error::Corrupt {
+                path: system_path,
+                problem: format!("the undo directory went to page {undo_page}"),
+            });
+        }
+        let undo_directory =
+            UndoDirectory::open(Arc::clone(&pool), &system_alloc, UNDO_DIRECTORY_PAGE)?;
         let catalog = Catalog::new(catalog_tree);
+
+        // Step 4: the tables; leftover files go.
         let mut tables = BTreeMap::new();
+        let mut known = HashSet::new();
         for (name, meta) in catalog.tables()? {
-            let path = dir.join(space::file_name(meta.space_id));
-            let space = Arc::new(SpaceFile::open(
-                vfs.as_ref(),
-                &path,
-                meta.space_id,
-                page_size,
-                keyring_ref,
-                Arc::clone(&counters),
-            )?);
-            spaces.insert(Arc::clone(&space));
+            known.insert(meta.space_id);
+            let space = spaces.find(meta.space_id).ok_or_else(|| {
+                let path = dir.join(space::file_name(meta.space_id));
+                Error::io(
+                    "open",
+                    path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("the tablespace of table {name:?} is missing"),
+                    ),
+                )
+            })?;
             let tree = BTree::open(
                 Arc::clone(&pool),
                 Arc::new(Allocator::new(space, Arc::clone(&pool))),
+                Some(Arc::clone(&log)),
             );
             tables.insert(name.clone(), Arc::new(TableState::new(name, meta, tree)));
+        }
+        let leftovers: Vec<u32> = spaces
+            .all()
+            .iter()
+            .map(|space| space.id())
+            .filter(|id| *id != space::SYSTEM_SPACE_ID && !known.contains(id))
+            .collect();
+        for space_id in leftovers {
+            pool.discard_space(space_id);
+            drop(spaces.remove(space_id));
+            let path = dir.join(space::file_name(space_id));
+            vfs.remove(&path)
+                .map_err(|e| Error::io("remove leftover tablespace", &path, e))?;
+            recovered.leftover_files_removed += 1;
         }
         recreate_temp_space(
             vfs.as_ref(),
@@ -177,27 +307,47 @@ impl Db {
             vfs.sync_dir(&dir)
                 .map_err(|e| Error::io("sync directory", &dir, e))?;
         }
-        pool.start_cleaner()?;
+        let checkpointer =
+            Checkpointer::new(Arc::clone(&pool), Arc::clone(&spaces), Arc::clone(&log));
+        let locks = Arc::new(LockManager::new(options.lock_wait_timeout));
         let db = Db {
             inner: Arc::new(DbInner {
                 dir,
-                options,
                 keyring,
                 warnings,
                 spaces,
-                pool,
+                pool: Arc::clone(&pool),
                 counters,
                 catalog,
                 tables: RwLock::new(tables),
                 ddl: Mutex::new(()),
                 closed: Mutex::new(false),
+                log,
+                locks,
+                undo_directory,
+                system_alloc,
+                next_txn_id: AtomicU64::new(1),
+                recovered: Mutex::new(recovered),
+                checkpoint_thread: Mutex::new(None),
+                checkpointer,
+                options,
                 _lock: lock,
             }),
         };
-        if !exists {
-            db.checkpoint()?;
-        }
+        // A checkpoint first: the redone pages reach their files and the log tail is freed,
+        // so that phase C (which appends) finds room in a log the crash left nearly full.
+        db.inner.checkpointer.checkpoint()?;
+        pool.start_cleaner()?;
+        *db.inner.checkpoint_thread.lock() = Some(db.inner.checkpointer.start_thread()?);
+        // Phase C: roll back what never committed, purge what did; then phase D.
+        recovery::finish_transactions(&db)?;
+        db.inner.checkpointer.checkpoint()?;
         Ok(db)
+    }
+
+    /// What start-up found and did (a crash recovery, or nothing).
+    pub fn recovery(&self) -> Recovered {
+        self.inner.recovered.lock().clone()
     }
 
     /// The data directory.
@@ -243,7 +393,7 @@ impl Db {
         )?);
         inner.spaces.insert(Arc::clone(&space));
         let alloc = Arc::new(Allocator::new(space, Arc::clone(&inner.pool)));
-        let tree = BTree::create(Arc::clone(&inner.pool), alloc)?;
+        let tree = BTree::create(Arc::clone(&inner.pool), alloc, Some(Arc::clone(&inner.log)))?;
         let meta = TableMeta {
             space_id,
             encrypted_option: options.encrypted,
@@ -325,9 +475,18 @@ impl Db {
     pub fn verify(&self) -> Result<VerifyReport> {
         self.check_open()?;
         let mut report = VerifyReport::default();
-        report
-            .trees
-            .push(("(catalog)".to_string(), self.inner.catalog.tree().verify()?));
+        let mut undo_pages = vec![UNDO_DIRECTORY_PAGE];
+        for active in self.inner.undo_directory.active()? {
+            undo_pages.extend(UndoLog::pages(
+                &self.inner.pool,
+                &self.inner.system_alloc,
+                active.first_page,
+            )?);
+        }
+        report.trees.push((
+            "(catalog)".to_string(),
+            self.inner.catalog.tree().verify_with(&undo_pages)?,
+        ));
         let states: Vec<Arc<TableState>> = self.inner.tables.read().values().cloned().collect();
         for state in states {
             report
@@ -423,17 +582,63 @@ impl Db {
 }
 
 impl DbInner {
-    /// Writes every dirty page and every tablespace header, synced.
+    /// A checkpoint: every dirty page and every tablespace header written and synced, and
+    /// the redo log told that recovery may start here.
     fn write_everything(&self) -> Result<()> {
-        self.pool.flush_all()?;
-        self.spaces.persist_headers()
+        self.checkpointer.checkpoint()
     }
 
     /// The last write and the stop of the background threads (close, and drop).
     fn shut_down(&self) -> Result<()> {
+        let thread = self.checkpoint_thread.lock().take();
+        if let Some(thread) = &thread {
+            thread.ask_to_stop();
+        }
         let written = self.write_everything();
         let stopped = self.pool.shutdown();
-        written.and(stopped)
+        // Closing the log also wakes the checkpoint thread from its wait.
+        let closed = self.log.close().map_err(Error::from);
+        drop(thread);
+        written.and(stopped).and(closed)
+    }
+
+    pub(crate) fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    pub(crate) fn locks(&self) -> &Arc<LockManager> {
+        &self.locks
+    }
+
+    pub(crate) fn undo_directory(&self) -> &UndoDirectory {
+        &self.undo_directory
+    }
+
+    pub(crate) fn system_alloc(&self) -> &Arc<Allocator> {
+        &self.system_alloc
+    }
+
+    /// A new transaction id (ids are unique among the transactions in the undo directory).
+    pub(crate) fn next_txn_id(&self) -> u64 {
+        self.next_txn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Raises the next transaction id above `txn_id` (recovery saw it in use).
+    pub(crate) fn saw_txn_id(&self, txn_id: u64) {
+        self.next_txn_id.fetch_max(txn_id + 1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn recovered(&self) -> &Mutex<Recovered> {
+        &self.recovered
+    }
+
+    /// The open table whose tablespace is `space_id`.
+    pub(crate) fn table_by_space(&self, space_id: u32) -> Option<Arc<TableState>> {
+        self.tables
+            .read()
+            .values()
+            .find(|state| state.meta.space_id == space_id)
+            .cloned()
     }
 }
 
@@ -477,6 +682,44 @@ fn load_keyring(options: &Options) -> Result<LoadedKeyring> {
             Ok((Some(Arc::new(provider)), warnings))
         }
     }
+}
+
+/// The redo log directory inside the data directory.
+pub(crate) const LOG_DIR: &str = "redo";
+
+/// Opens the redo log (with the scan a recovery needs) or, for a new database, creates it.
+/// An existing log keeps the encryption it was created with.
+fn open_log(
+    dir: &Path,
+    options: &Options,
+    keyring: Option<&dyn KeyProvider>,
+    exists: bool,
+) -> Result<(Log, Option<RecoveryReport>)> {
+    let log_dir = dir.join(LOG_DIR);
+    let mut config = LogConfig {
+        segment_size: options.log_file_size,
+        flush_at_commit: options.flush_log_at_commit,
+        encrypt: options.log_encrypted(),
+        ..LogConfig::default()
+    };
+    if !exists {
+        if config.encrypt && keyring.is_none() {
+            return Err(Error::NoKeyring {
+                what: "encrypt_log = on".into(),
+            });
+        }
+        let log = Log::create(Arc::clone(&options.vfs), &log_dir, config, keyring)?;
+        return Ok((log, None));
+    }
+    let opened = Log::open(Arc::clone(&options.vfs), &log_dir, config.clone(), keyring);
+    let (log, report) = match opened {
+        Err(WalError::EncryptionMismatch { log_encrypted }) => {
+            config.encrypt = log_encrypted;
+            Log::open(Arc::clone(&options.vfs), &log_dir, config, keyring)?
+        }
+        other => other?,
+    };
+    Ok((log, Some(report)))
 }
 
 /// The system space is encrypted with key 1 whenever table encryption is on.

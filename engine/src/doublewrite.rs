@@ -115,6 +115,26 @@
 //! acknowledged a sync it did not do) is not in scope for recovery. Reading that page fails
 //! with [`PageError::Corrupt`] naming the file and page, and it is never returned as data.
 //!
+//! # Where the engine uses it
+//!
+//! * **Writing.** [`BufferPool::attach_doublewrite`](crate::buffer::BufferPool::attach_doublewrite)
+//!   routes every page write of the pool through [`Doublewrite::write_batch`]: the page
+//!   cleaner's pass and `flush_all`'s pass collect up to `slots` dirty frames (at most half
+//!   the pool), an eviction sends its one dirty victim alone. Each frame is encoded by the
+//!   tablespace layer (`PageIo::encode_page`, which also enforces the WAL rule) while the
+//!   pool holds it pinned and latched against writers, and `write_home` writes each image
+//!   with `PageIo::write_stored` and syncs every space it wrote (`PageIo::sync_space`).
+//!   The frames are released only after `write_home` returned, so no newer image of a page
+//!   can overtake an older one. A failure re-dirties the frames and poisons the pool
+//!   (`buffer` module doc, rules 7, 9, 10, 11).
+//! * **Recovery.** `repair_torn_pages` runs `recover` over the open tablespaces: the home
+//!   page is read as stored ([`SpaceFile::read_stored`](crate::space::SpaceFile::read_stored),
+//!   no key needed), a page past the end of its file is `Corrupt`, a page of a space that
+//!   is not open is `Gone`, and a repair writes the slot image home and syncs the file.
+//!
+//! Page 0 of each tablespace does not go through the buffer pool and so not through the
+//! doublewrite either.
+//!
 //! # `doublewrite = false`
 //!
 //! That setting skips this module (the caller's business, meant for benchmarks). Cost: the
@@ -127,6 +147,7 @@
 use crate::error::{Error, Result};
 use crate::io::{FileIo, OpenMode, Vfs};
 use crate::page::{self, PageError, PageHeader, PageId, PageSize};
+use crate::space::SpaceSet;
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -494,6 +515,30 @@ impl Doublewrite {
     }
 }
 
+/// Phase A of recovery (docs/durability.md §3): [`Doublewrite::recover`] over the open
+/// tablespaces `spaces`. Run it after opening every space and before redo. A home page is
+/// judged by its stored bytes ([`HomeState::of`], no key needed); a page past the end of
+/// its file is `Corrupt`, a page of a space that is not open is `Gone`. A repair writes the
+/// slot image home and syncs the space file.
+pub(crate) fn repair_torn_pages(dw: &Doublewrite, spaces: &SpaceSet) -> Result<RecoveryReport> {
+    dw.recover(
+        &mut |page| {
+            let Some(space) = spaces.find(page.space_id) else {
+                return Ok(HomeState::Gone);
+            };
+            Ok(match space.read_stored(page.page_no)? {
+                Some(stored) => HomeState::of(&stored),
+                None => HomeState::Corrupt,
+            })
+        },
+        &mut |page, image| {
+            let space = spaces.get(page.space_id)?;
+            space.write_stored(page.page_no, image)?;
+            space.sync()
+        },
+    )
+}
+
 /// `pages` with only the last entry for each page, in the order of those last entries.
 fn last_image_of_each<'a>(pages: &[StoredPage<'a>]) -> Vec<StoredPage<'a>> {
     let mut seen = HashSet::new();
@@ -661,9 +706,11 @@ fn get_u32(bytes: &[u8], offset: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{Damage, SimVfs};
+    use crate::io::{Damage, MemVfs, SimVfs};
     use crate::page::{PageType, Seal};
+    use crate::space::{NewSpace, SpaceEncryption, SpaceFile, SpaceKind};
     use std::io;
+    use strongbox_keyring::provider::MemoryKeyProvider;
     use strongbox_keyring::{Algorithm, DataKey};
 
     const HOME: &str = "/db/space-1.sbd";
@@ -1270,6 +1317,106 @@ mod tests {
         }
         assert!(!stored_checksum_ok(&vec![0u8; ps().len()]), "never written");
         assert!(!stored_checksum_ok(&[1, 2, 3]));
+    }
+
+    /// A tablespace as `repair_torn_pages` sees it: space 5 on a `MemVfs`, encrypted, with
+    /// `pages` data pages written at version 1 (the file ends after the last one).
+    fn open_space(vfs: &MemVfs, keys: &MemoryKeyProvider, pages: u32) -> Arc<SpaceFile> {
+        let spec = NewSpace {
+            id: 5,
+            kind: SpaceKind::Table,
+            page_size: ps(),
+            encryption: Some(SpaceEncryption {
+                key_id: 1,
+                algorithm: Algorithm::AesGcm,
+            }),
+        };
+        let space = SpaceFile::create(vfs, Path::new(SPACE5), spec, Some(keys), Default::default())
+            .unwrap();
+        space.update_header(|header| header.page_count = 10);
+        for n in 1..=pages {
+            space.write_page(n, &space_frame(n, 1)).unwrap();
+        }
+        space.sync().unwrap();
+        Arc::new(space)
+    }
+
+    const SPACE5: &str = "/db/space-5.sbd";
+
+    /// A plaintext frame of page `n` of space 5 at `version` (every body byte).
+    fn space_frame(n: u32, version: u8) -> Vec<u8> {
+        let mut frame = vec![0u8; ps().len()];
+        page::init_frame(&mut frame, PageType::Overflow, PageId::new(5, n), 0);
+        frame[ps().body()].fill(version);
+        frame
+    }
+
+    #[test]
+    fn repair_torn_pages_restores_a_half_overwritten_home_from_its_slot() {
+        let vfs = MemVfs::new();
+        let keys = MemoryKeyProvider::new();
+        keys.add_random(1, 1, 256).unwrap();
+        let space = open_space(&vfs, &keys, 3);
+        let spaces = SpaceSet::new();
+        spaces.insert(Arc::clone(&space));
+        // The last batch: page 1 (written whole), page 2 (torn), page 4 (past the end of
+        // the file: never written) and page 1 of space 9, which is not open.
+        let mut images: Vec<_> = [1, 2, 4]
+            .map(|n| {
+                (
+                    PageId::new(5, n),
+                    space.encode_page(n, &space_frame(n, 2)).unwrap(),
+                )
+            })
+            .into();
+        let mut gone = vec![0u8; ps().len()];
+        let mut frame = vec![0u8; ps().len()];
+        page::init_frame(&mut frame, PageType::Overflow, PageId::new(9, 1), 0);
+        page::encode(&frame, Seal::Plain, &mut gone).unwrap();
+        images.push((PageId::new(9, 1), gone));
+        let dw = Doublewrite::open_or_create(&vfs, dir(), ps(), 4).unwrap();
+        let crashed = dw.write_batch(&borrowed(&images), &mut |batch| {
+            space.write_stored(1, batch[0].1)?;
+            // Power fails half-way through page 2: its first half new, its second half old.
+            let (offset, half) = (2 * ps().len(), ps().len() / 2);
+            let mut file = vfs.contents(Path::new(SPACE5)).unwrap();
+            file[offset..offset + half].copy_from_slice(&batch[1].1[..half]);
+            vfs.set_contents(Path::new(SPACE5), file);
+            Err(Error::io("write", SPACE5, io::Error::other("power lost")))
+        });
+        assert!(crashed.is_err());
+        drop(dw);
+
+        let mut read = vec![0u8; ps().len()];
+        assert!(
+            matches!(
+                space.read_page(2, &mut read),
+                Err(Error::Page {
+                    source: PageError::Corrupt { .. },
+                    ..
+                })
+            ),
+            "page 2 must be torn before the repair"
+        );
+        let dw = Doublewrite::open_or_create(&vfs, dir(), ps(), 4).unwrap();
+        let report = repair_torn_pages(&dw, &spaces).unwrap();
+        assert_eq!(
+            report.pages_repaired,
+            [PageId::new(5, 2), PageId::new(5, 4)]
+        );
+        assert_eq!((report.pages_intact, report.pages_gone), (1, 1));
+        for (n, version) in [(1, 2), (2, 2), (3, 1), (4, 2)] {
+            space.read_page(n, &mut read).unwrap();
+            assert_eq!(
+                read[ps().body()],
+                space_frame(n, version)[ps().body()],
+                "page {n}"
+            );
+        }
+        // Recovered: the slots may be reused.
+        let next = space.encode_page(2, &space_frame(2, 3)).unwrap();
+        dw.write_batch(&[(PageId::new(5, 2), &next)], &mut |_| Ok(()))
+            .unwrap();
     }
 
     /// Pins the byte layout to the table in the module doc, with literal offsets.

@@ -40,6 +40,7 @@
 pub mod btree;
 pub mod buffer;
 mod catalog;
+mod checkpoint;
 mod db;
 pub mod doublewrite;
 mod error;
@@ -49,6 +50,7 @@ pub(crate) mod lock;
 pub(crate) mod mtr;
 mod options;
 pub mod page;
+mod recovery;
 pub(crate) mod redo;
 pub mod space;
 mod table;
@@ -56,8 +58,9 @@ mod txn;
 pub(crate) mod undo;
 
 pub use catalog::Encrypted;
-pub use db::{Db, Stats, VerifyReport};
+pub use db::{Db, Recovered, Stats, VerifyReport};
 pub use error::{Error, Result};
 pub use options::{EncryptTables, KeySource, Options};
+pub use strongbox_wal::FlushAtCommit;
 pub use table::{Table, TableInfo, TableOptions};
 pub use txn::{Scan, Transaction};

@@ -10,19 +10,25 @@
 //! | `encryption_algorithm`      | `aes_ctr` | `aes_ctr`, `aes_cbc`, or `aes_gcm` (authenticated) |
 //! | `buffer_pool_size`          | 128 MiB   | bytes of page frames; the engine's memory budget |
 //! | `page_size`                 | 16384     | 4096 … 65536; fixed when the database is created  |
+//! | `encrypt_log`               | auto      | encrypt the redo log (key 1); auto = on whenever `encrypt_tables` is not `off`; fixed when the database is created |
+//! | `flush_log_at_commit`       | 1         | 1: fsync at every commit (group commit); 2: write at commit, fsync each second; 0: write and fsync each second |
+//! | `doublewrite`               | on        | write page images to `doublewrite.dbw` before writing them home (torn-page repair); off only for benchmarks |
+//! | `lock_wait_timeout`         | 50 s      | how long a writer waits for another transaction's key lock |
+//! | `log_file_size`             | 64 MiB    | bytes per redo-log segment; fixed when the database is created |
 //!
-//! The redo-log, rotation and doublewrite settings (`encrypt_log`, `flush_log_at_commit`,
-//! `encryption_threads`, `encryption_rotate_key_age`, `encryption_rotation_iops`,
-//! `doublewrite`) arrive with the subsystems they control.
+//! The rotation settings (`encryption_threads`, `encryption_rotate_key_age`,
+//! `encryption_rotation_iops`) arrive with the subsystem they control.
 
 use crate::io::{StdVfs, Vfs};
 use crate::page::PageSize;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use strongbox_keyring::openssl_enc::EncSettings;
 use strongbox_keyring::provider::KeyProvider;
 use strongbox_keyring::Algorithm;
+use strongbox_wal::FlushAtCommit;
 
 /// MariaDB's `innodb_encrypt_tables`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,6 +110,12 @@ pub struct Options {
     pub(crate) buffer_pool_size: usize,
     pub(crate) page_size: PageSize,
     pub(crate) vfs: Arc<dyn Vfs>,
+    /// `None`: on whenever table encryption is on.
+    pub(crate) encrypt_log: Option<bool>,
+    pub(crate) flush_log_at_commit: FlushAtCommit,
+    pub(crate) doublewrite: bool,
+    pub(crate) lock_wait_timeout: Duration,
+    pub(crate) log_file_size: u64,
 }
 
 impl Default for Options {
@@ -117,6 +129,11 @@ impl Default for Options {
             buffer_pool_size: 128 << 20,
             page_size: PageSize::DEFAULT,
             vfs: Arc::new(StdVfs),
+            encrypt_log: None,
+            flush_log_at_commit: FlushAtCommit::EveryCommit,
+            doublewrite: true,
+            lock_wait_timeout: Duration::from_secs(50),
+            log_file_size: 64 << 20,
         }
     }
 }
@@ -200,5 +217,45 @@ impl Options {
     pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Options {
         self.vfs = vfs;
         self
+    }
+
+    /// Encrypt the redo log with a data key wrapped under key 1 (MariaDB's
+    /// `innodb_encrypt_log`). Default: on whenever `encrypt_tables` is not `off`.
+    pub fn encrypt_log(mut self, on: bool) -> Options {
+        self.encrypt_log = Some(on);
+        self
+    }
+
+    /// MariaDB's `innodb_flush_log_at_trx_commit`: see [`FlushAtCommit`].
+    pub fn flush_log_at_commit(mut self, policy: FlushAtCommit) -> Options {
+        self.flush_log_at_commit = policy;
+        self
+    }
+
+    /// Torn-page protection. Turning it off is for benchmarks only: a page torn by a power
+    /// failure is then reported as corruption at start-up and cannot be repaired.
+    pub fn doublewrite(mut self, on: bool) -> Options {
+        self.doublewrite = on;
+        self
+    }
+
+    /// How long a writer waits for a key another transaction holds before it gets
+    /// `Error::LockWaitTimeout` (InnoDB's `innodb_lock_wait_timeout`).
+    pub fn lock_wait_timeout(mut self, timeout: Duration) -> Options {
+        self.lock_wait_timeout = timeout;
+        self
+    }
+
+    /// Bytes per redo-log segment file for a *new* database (a multiple of 512, at least
+    /// 4 KiB). Smaller segments make checkpoints more frequent.
+    pub fn log_file_size(mut self, bytes: u64) -> Options {
+        self.log_file_size = bytes;
+        self
+    }
+
+    /// Whether the redo log is encrypted under these settings.
+    pub(crate) fn log_encrypted(&self) -> bool {
+        self.encrypt_log
+            .unwrap_or(self.encrypt_tables != EncryptTables::Off)
     }
 }

@@ -20,19 +20,24 @@
 //! nothing. The page LSN written is the batch's end LSN — what [`Mtr::commit`] stamped — so
 //! every record of one batch compares against the same number.
 //!
+//! A `SpaceHeader` record carries a space's allocation fields ([`AllocState`]) after an
+//! mtr that allocated or freed pages; those mtrs were serialised per space by the
+//! allocation lock, so applying them in log order leaves the fields as the last one logged
+//! them. Page 0 on disk is only ever older (a checkpoint writes it), so they are set
+//! unconditionally.
+//!
 //! Other records are not page redo and are ignored here (counted in [`Applied::ignored`]):
-//! `Commit` and `Rollback` feed phase C (undo), `Checkpoint` is a marker. `SpaceHeader`,
-//! `CreateSpace` and `DropSpace` are not written yet (page 0 is persisted synchronously);
-//! handling them is left to the work that starts logging them.
+//! `Commit` and `Rollback` are markers (the undo directory says which transactions
+//! finished), `Checkpoint` too. `CreateSpace` and `DropSpace` are not written (DDL makes
+//! its files durable itself).
+//!
+//! Records of a space `only` rejects are skipped (counted in [`Applied::skipped`]): start-up
+//! replays the system space first, reads the catalog, then replays the tables; a space
+//! dropped after the checkpoint has records but no file.
 //!
 //! Pages changed here are dirty in the pool; the caller flushes them (phase D checkpoint).
 //!
 //! [`Mtr::commit`]: crate::mtr::Mtr::commit
-
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "wired into Db::open by the durability work")
-)]
 
 use std::io::ErrorKind;
 
@@ -41,7 +46,7 @@ use strongbox_wal::{LoggedRecord, Lsn, Record};
 use crate::buffer::{BufferPool, PageMut};
 use crate::error::{Error, Result};
 use crate::page::{read_page_lsn, write_page_lsn, PageError, PageId};
-use crate::space::SpaceSet;
+use crate::space::{AllocState, SpaceSet};
 
 /// What [`apply`] did, by record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +65,7 @@ pub(crate) fn apply(
     records: &[LoggedRecord],
     spaces: &SpaceSet,
     pool: &BufferPool,
+    only: impl Fn(u32) -> bool,
 ) -> Result<Applied> {
     let mut done = Applied::default();
     let mut last_lsn: Lsn = 0;
@@ -67,7 +73,21 @@ pub(crate) fn apply(
         debug_assert!(logged.batch_end_lsn >= last_lsn, "records in LSN order");
         last_lsn = logged.batch_end_lsn;
         let lsn = logged.batch_end_lsn;
+        if let Some(space_id) = space_of(&logged.record) {
+            if !only(space_id) {
+                done.skipped += 1;
+                continue;
+            }
+        }
         let applied = match &logged.record {
+            Record::SpaceHeader { space_id, image } => {
+                let alloc = AllocState::decode(image).ok_or_else(|| Error::Corrupt {
+                    path: format!("redo log at LSN {}", logged.lsn).into(),
+                    problem: format!("a space header record of {} bytes", image.len()),
+                })?;
+                spaces.get(*space_id)?.update_header(|h| h.set_alloc(alloc));
+                true
+            }
             Record::PageImage {
                 space_id,
                 page_no,
@@ -118,8 +138,7 @@ pub(crate) fn apply(
                     }
                 })
             }
-            Record::SpaceHeader { .. }
-            | Record::CreateSpace { .. }
+            Record::CreateSpace { .. }
             | Record::DropSpace { .. }
             | Record::Commit { .. }
             | Record::Rollback { .. }
@@ -135,6 +154,16 @@ pub(crate) fn apply(
         }
     }
     Ok(done)
+}
+
+/// The space a page or header record belongs to.
+fn space_of(record: &Record) -> Option<u32> {
+    match record {
+        Record::PageImage { space_id, .. }
+        | Record::PageDelta { space_id, .. }
+        | Record::SpaceHeader { space_id, .. } => Some(*space_id),
+        _ => None,
+    }
 }
 
 /// Runs `change` and stamps `lsn` if the page is older than `lsn`; returns whether it did.

@@ -1,34 +1,52 @@
-//! Transactions.
+//! Transactions (`docs/durability.md` rules 4–6).
 //!
-//! A [`Transaction`] buffers its writes privately and applies them to the trees at
-//! `commit`; reads see the transaction's own writes laid over the committed data. So no
-//! transaction ever reads another's uncommitted writes, and `rollback` (or dropping the
-//! transaction) simply forgets the buffer.
+//! A [`Transaction`] changes the B+tree leaves **in place**, as InnoDB does. For each key
+//! it writes, the first time:
 //!
-//! What this version does not do yet (the durability work adds it with the redo and undo
-//! logs): commit is not atomic against a crash, concurrent commits to the same key are
-//! last-writer-wins, and a commit becomes durable only at the next checkpoint or close.
+//! ```text
+//!   lock_exclusive(txn, space, key)      wait for another writer (lock_wait_timeout)
+//!   before = tree.get(key)               the committed value (lock.rs, invariant C)
+//!   undo log += (space, key, before)     its own mtr(s), before the tree change
+//!   capture_before_image(before)         readers now see `before` for this key
+//!   tree.put / tree.delete               an mtr of its own
+//! ```
+//!
+//! The undo log is created and registered in the undo directory at the first write.
+//! **Commit**: one mtr marks the directory slot finished and carries the `Commit` record —
+//! that batch is the commit point — then `log.commit` waits as `flush_log_at_commit` says,
+//! and only then are the locks released (so readers never see a commit the log could
+//! lose) and the undo log purged. **Rollback** (also on drop, and when commit fails): the
+//! undo records are put back newest first, each as an ordinary logged change, then the
+//! slot is marked finished with a `Rollback` record, the locks released and the log purged.
+//! After a crash, recovery does the same for every slot not marked finished
+//! (`recovery.rs`).
+//!
+//! Isolation: no transaction reads another's uncommitted writes (readers get the captured
+//! before-image, `lock.rs`), and two transactions never hold uncommitted changes to one key
+//! at once. A rollback that fails half-way (an IO error) keeps its locks until restart,
+//! so nobody sees the half-restored keys; recovery finishes it.
 
-use crate::btree::RangeIter;
+use crate::btree::{RangeIter, ReadView};
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::lock::{Acquired, Outcome, TxnId};
+use crate::mtr::Mtr;
+use crate::recovery;
 use crate::table::Table;
-use std::collections::BTreeMap;
-use std::iter::Peekable;
+use crate::undo::{UndoLog, UndoRecord};
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
-
-/// Pending writes of one table: key -> `Some(value)` to put, `None` to delete.
-type WriteSet = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-/// One entry of a [`WriteSet`].
-type PendingWrite = (Vec<u8>, Option<Vec<u8>>);
+use strongbox_wal::Record;
 
 /// A unit of work over one or more tables. Dropping it without `commit` rolls it back.
 #[derive(Debug)]
 pub struct Transaction<'db> {
     db: &'db Db,
-    /// Per table (by space id): the handle and its pending writes.
-    writes: BTreeMap<u32, (Table, WriteSet)>,
+    id: TxnId,
+    /// The undo log and its directory slot, from the first write on.
+    undo: Option<(UndoLog, usize)>,
+    /// Committed or rolled back (or tried to).
+    finished: bool,
 }
 
 impl Db {
@@ -37,16 +55,15 @@ impl Db {
         self.check_open()?;
         Ok(Transaction {
             db: self,
-            writes: BTreeMap::new(),
+            id: self.inner.next_txn_id(),
+            undo: None,
+            finished: false,
         })
     }
 
-    /// Reads one key (autocommit).
+    /// Reads one key's committed value (autocommit).
     pub fn get(&self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.check_open()?;
-        self.check_table(table)?;
-        let _alive = table.alive()?;
-        table.tree().get(key)
+        self.read(None, table, key)
     }
 
     /// Writes one key in its own transaction.
@@ -74,9 +91,44 @@ impl Db {
         range: R,
         reverse: bool,
     ) -> Result<Scan> {
+        self.scan(None, table, &unpack(&range), reverse)
+    }
+
+    fn read(&self, reader: Option<TxnId>, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
         self.check_table(table)?;
-        Ok(Scan::new(table, &unpack(&range), WriteSet::new(), reverse))
+        let _alive = table.alive()?;
+        self.inner
+            .locks()
+            .read_committed(reader, table.space_id(), key, || table.tree().get(key))
+    }
+
+    fn scan<R: RangeBounds<[u8]>>(
+        &self,
+        reader: Option<TxnId>,
+        table: &Table,
+        range: &R,
+        reverse: bool,
+    ) -> Result<Scan> {
+        self.check_open()?;
+        self.check_table(table)?;
+        let owned = |bound: Bound<&[u8]>| bound.map(<[u8]>::to_vec);
+        let view = ReadView {
+            locks: Arc::clone(self.inner.locks()),
+            reader,
+        };
+        let entries = table
+            .tree()
+            .range(
+                owned(range.start_bound()),
+                owned(range.end_bound()),
+                reverse,
+            )
+            .with_view(view);
+        Ok(Scan {
+            table: table.clone(),
+            entries,
+        })
     }
 
     /// Refuses a handle of another `Db` — typically one opened earlier on the same directory
@@ -93,42 +145,33 @@ impl Db {
 }
 
 impl<'db> Transaction<'db> {
-    /// The value of `key` as this transaction sees it.
+    /// The value of `key` as this transaction sees it: its own writes, else committed data.
     pub fn get(&self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db.check_table(table)?;
-        if let Some(pending) = self.pending(table).and_then(|writes| writes.get(key)) {
-            return Ok(pending.clone());
-        }
-        self.db.get(table, key)
+        self.db.read(Some(self.id), table, key)
     }
 
-    /// Sets `key` to `value` (applied at commit).
+    /// Sets `key` to `value`.
     pub fn put(&mut self, table: &Table, key: &[u8], value: &[u8]) -> Result<()> {
-        self.db.check_table(table)?;
-        let _alive = table.alive()?;
         let max = table.max_key_len();
         if key.len() > max {
-            return Err(crate::Error::KeyTooLarge {
+            return Err(Error::KeyTooLarge {
                 len: key.len(),
                 max,
             });
         }
         if value.len() > crate::btree::MAX_VALUE_LEN {
-            return Err(crate::Error::ValueTooLarge {
+            return Err(Error::ValueTooLarge {
                 len: value.len(),
                 max: crate::btree::MAX_VALUE_LEN,
             });
         }
-        self.writes_of(table)
-            .insert(key.to_vec(), Some(value.to_vec()));
+        self.write(table, key, Some(value))?;
         Ok(())
     }
 
-    /// Deletes `key` (applied at commit); true if it exists as this transaction sees it.
+    /// Deletes `key`; true if it existed as this transaction sees it.
     pub fn delete(&mut self, table: &Table, key: &[u8]) -> Result<bool> {
-        let existed = self.get(table, key)?.is_some();
-        self.writes_of(table).insert(key.to_vec(), None);
-        Ok(existed)
+        self.write(table, key, None)
     }
 
     /// A lazy scan as this transaction sees the table.
@@ -138,93 +181,146 @@ impl<'db> Transaction<'db> {
         range: R,
         reverse: bool,
     ) -> Result<Scan> {
-        self.db.check_open()?;
-        self.db.check_table(table)?;
-        let range = unpack(&range);
-        let overlay: WriteSet = self
-            .pending(table)
-            .filter(|_| !is_empty_range(range.start_bound(), range.end_bound()))
-            .map(|writes| {
-                writes
-                    .range::<[u8], _>((range.start_bound(), range.end_bound()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Scan::new(table, &range, overlay, reverse))
+        self.db.scan(Some(self.id), table, &unpack(&range), reverse)
     }
 
-    /// Applies every write. See the module doc for what is not yet guaranteed.
+    /// Makes every write durable (as `flush_log_at_commit` promises) and visible. If it
+    /// fails, the transaction is rolled back and the error returned.
     pub fn commit(mut self) -> Result<()> {
-        self.db.check_open()?;
-        for (_, (table, writes)) in std::mem::take(&mut self.writes) {
-            let _alive = table.alive()?;
-            for (key, value) in writes {
-                match value {
-                    Some(value) => table.tree().put(&key, &value)?,
-                    None => {
-                        table.tree().delete(&key)?;
-                    }
-                }
-            }
+        self.finished = true;
+        let Some((undo, slot)) = self.undo.take() else {
+            self.db
+                .inner
+                .locks()
+                .release_all(self.id, Outcome::Committed);
+            return Ok(());
+        };
+        let inner = &self.db.inner;
+        let committed = (|| {
+            let mut mtr = Mtr::start(Some(inner.log()), &inner.pool)?;
+            inner.undo_directory().mark_finished(&mtr, slot)?;
+            mtr.push_record(Record::Commit { txn_id: self.id });
+            let lsn = mtr.commit()?.expect("a commit record was logged");
+            inner.log().commit(lsn)?;
+            Ok(())
+        })();
+        if let Err(error) = committed {
+            self.undo = Some((undo, slot));
+            let _ = self.roll_back();
+            return Err(error);
         }
+        inner.locks().release_all(self.id, Outcome::Committed);
+        // The commit is durable; a purge that fails here is finished by the next start-up.
+        let _ = self.purge(&undo, slot);
         Ok(())
     }
 
-    /// Forgets every write.
-    pub fn rollback(self) {}
-
-    fn pending(&self, table: &Table) -> Option<&WriteSet> {
-        self.writes.get(&table.space_id()).map(|(_, writes)| writes)
+    /// Undoes every write.
+    pub fn rollback(mut self) -> Result<()> {
+        self.roll_back()
     }
 
-    fn writes_of(&mut self, table: &Table) -> &mut WriteSet {
-        &mut self
-            .writes
-            .entry(table.space_id())
-            .or_insert_with(|| (table.clone(), WriteSet::new()))
-            .1
+    fn write(&mut self, table: &Table, key: &[u8], value: Option<&[u8]>) -> Result<bool> {
+        self.db.check_open()?;
+        self.db.check_table(table)?;
+        let _alive = table.alive()?;
+        let space_id = table.space_id();
+        let locks = self.db.inner.locks();
+        let acquired = locks
+            .lock_exclusive(self.id, space_id, key)
+            .map_err(|timeout| timeout.for_table(table.name()))?;
+        let existed = match acquired {
+            Acquired::New => {
+                let before = table.tree().get(key)?;
+                let existed = before.is_some();
+                self.log_undo(UndoRecord {
+                    space_id,
+                    key: key.to_vec(),
+                    before: before.clone(),
+                })?;
+                locks.capture_before_image(self.id, space_id, key, before);
+                existed
+            }
+            Acquired::AlreadyHeld => table.tree().get(key)?.is_some(),
+        };
+        match value {
+            Some(value) => table.tree().put(key, value)?,
+            None => {
+                table.tree().delete(key)?;
+            }
+        }
+        Ok(existed)
+    }
+
+    /// Appends `record` to this transaction's undo log, creating and registering the log
+    /// (in one mtr) at the first write.
+    fn log_undo(&mut self, record: UndoRecord) -> Result<()> {
+        let inner = &self.db.inner;
+        if self.undo.is_none() {
+            let mtr = Mtr::start(Some(inner.log()), &inner.pool)?;
+            let log = UndoLog::create(
+                &mtr,
+                Arc::clone(&inner.pool),
+                Arc::clone(inner.system_alloc()),
+                Some(Arc::clone(inner.log())),
+                self.id,
+            )?;
+            let slot = inner
+                .undo_directory()
+                .register(&mtr, self.id, log.first_page())?;
+            mtr.commit()?;
+            self.undo = Some((log, slot));
+        }
+        let (log, _) = self.undo.as_mut().expect("created above");
+        log.append(&record)
+    }
+
+    fn roll_back(&mut self) -> Result<()> {
+        self.finished = true;
+        let inner = &self.db.inner;
+        let Some((undo, slot)) = self.undo.take() else {
+            inner.locks().release_all(self.id, Outcome::RolledBack);
+            return Ok(());
+        };
+        let (_, records) = UndoLog::read_all(&inner.pool, inner.system_alloc(), undo.first_page())?;
+        for record in records.iter().rev() {
+            recovery::undo_one(self.db, record)?;
+        }
+        let mut mtr = Mtr::start(Some(inner.log()), &inner.pool)?;
+        inner.undo_directory().mark_finished(&mtr, slot)?;
+        mtr.push_record(Record::Rollback { txn_id: self.id });
+        mtr.commit()?;
+        inner.locks().release_all(self.id, Outcome::RolledBack);
+        self.purge(&undo, slot)
+    }
+
+    fn purge(&self, undo: &UndoLog, slot: usize) -> Result<()> {
+        let inner = &self.db.inner;
+        UndoLog::purge(
+            &inner.pool,
+            inner.system_alloc(),
+            Some(inner.log()),
+            inner.undo_directory(),
+            slot,
+            undo.first_page(),
+        )
     }
 }
 
-/// A lazy scan: committed entries from the tree merged with a transaction's pending
-/// writes (which win on equal keys; pending deletes hide entries).
+impl Drop for Transaction<'_> {
+    /// Rolls back a transaction that was neither committed nor rolled back.
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.roll_back();
+        }
+    }
+}
+
+/// A lazy scan of one table: committed entries, and the scanning transaction's own.
 #[derive(Debug)]
 pub struct Scan {
     table: Table,
-    committed: Peekable<RangeIter>,
-    overlay: Peekable<std::vec::IntoIter<PendingWrite>>,
-    reverse: bool,
-}
-
-impl Scan {
-    fn new<R: RangeBounds<[u8]>>(
-        table: &Table,
-        range: &R,
-        overlay: WriteSet,
-        reverse: bool,
-    ) -> Scan {
-        let owned = |bound: Bound<&[u8]>| match bound {
-            Bound::Included(key) => Bound::Included(key.to_vec()),
-            Bound::Excluded(key) => Bound::Excluded(key.to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let committed = table.tree().range(
-            owned(range.start_bound()),
-            owned(range.end_bound()),
-            reverse,
-        );
-        let mut overlay: Vec<_> = overlay.into_iter().collect();
-        if reverse {
-            overlay.reverse();
-        }
-        Scan {
-            table: table.clone(),
-            committed: committed.peekable(),
-            overlay: overlay.into_iter().peekable(),
-            reverse,
-        }
-    }
+    entries: RangeIter,
 }
 
 /// The bounds of a range of `&[u8]` keys as a pair of `Bound<&[u8]>`.
@@ -246,45 +342,14 @@ pub(crate) fn is_empty_range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
     }
 }
 
-/// True if `a` comes before `b` in scan order.
-fn precedes(reverse: bool, a: &[u8], b: &[u8]) -> bool {
-    if reverse {
-        a > b
-    } else {
-        a < b
-    }
-}
-
 impl Iterator for Scan {
     type Item = Result<(Vec<u8>, Vec<u8>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let _alive = match self.table.alive() {
-                Ok(guard) => guard,
-                Err(error) => return Some(Err(error)),
-            };
-            let reverse = self.reverse;
-            let take_overlay = match (self.committed.peek(), self.overlay.peek()) {
-                (_, None) => false,
-                (None, Some(_)) => true,
-                (Some(Err(_)), Some(_)) => false,
-                (Some(Ok((committed, _))), Some((pending, _))) => {
-                    if committed == pending {
-                        self.committed.next(); // shadowed by the pending write
-                        true
-                    } else {
-                        precedes(reverse, pending, committed)
-                    }
-                }
-            };
-            if !take_overlay {
-                return self.committed.next();
-            }
-            let (key, value) = self.overlay.next().expect("peeked");
-            if let Some(value) = value {
-                return Some(Ok((key, value)));
-            }
-        }
+        let _alive = match self.table.alive() {
+            Ok(guard) => guard,
+            Err(error) => return Some(Err(error)),
+        };
+        self.entries.next()
     }
 }

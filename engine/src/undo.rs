@@ -4,8 +4,13 @@
 //!
 //! An undo log is a byte stream of [`UndoRecord`]s cut into a chain of undo pages
 //! ([`PageType::Undo`]). A record may span pages: a 16 MiB before-image spans about a
-//! thousand 16 KiB pages, and the writer still holds at most two page guards at a time (the
-//! page being filled and the next one), so logs far larger than the buffer pool work.
+//! thousand 16 KiB pages, and an append latches at most `pages_per_mtr` + 1 pages at a time
+//! (one mini-transaction's worth), so logs far larger than the buffer pool work.
+//!
+//! Lock order: a transaction's undo pages are its own (no other thread latches them), so
+//! an append may latch its last page before it takes the allocation lock for the next.
+//! Purge frees a log only after its slot is marked finished; `first_page` then moves
+//! through the chain, so a partly purged log is never read as records.
 //!
 //! ```text
 //! undo page body (offsets from page::BODY_START, little-endian)
@@ -42,25 +47,28 @@
 //! 0      4    magic       "SBUD"
 //! 4      4    slot_count  slots on this page (fixed by the page size)
 //! 8      ..   slots       slot_count × { txn_id u64 | first_page u32 }; first_page 0 = free
+//!                         txn_id bit 63 = FINISHED: committed or rolled back, only purge left
 //! ```
 //!
-//! Nothing here is redo-logged yet: the mini-transaction step wraps every page change made
-//! by this module (rule 2). Until then a crash may leave a torn record at a log's tail,
-//! which [`UndoLog::read_all`] reports as corruption.
-
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "wired into transactions by the durability work (docs/durability.md)"
-    )
-)]
+//! **Redo.** Every page change here happens inside a mini-transaction (`mtr.rs`), so redo
+//! protects the undo like any page. A log is created and registered in one mtr; an append
+//! writes at most `mtr::pages_per_mtr` new pages per mtr, so a record larger than that can be
+//! cut by a crash: [`UndoLog::read_all`] stops at a record that the stream ends inside (a
+//! torn tail is only ever the last record, and the change it describes was never made —
+//! the tree change comes after the whole record is logged). Marking a slot finished is the
+//! commit point; purge then frees the chain a few pages per mtr, moving the slot's
+//! `first_page` forward as it goes, so a crash mid-purge leaks nothing.
 
 use crate::buffer::{BufferPool, PageMut, PageRef};
 use crate::error::{Error, Result};
+use crate::mtr::{pages_per_mtr, Mtr};
 use crate::page::{self, PageHeader, PageId, PageType, BODY_START};
 use crate::space::{Allocator, SpaceFile};
 use std::sync::Arc;
+use strongbox_wal::Log;
+
+/// Slot `txn_id` bit: the transaction committed or rolled back; only purge is left.
+const FINISHED: u64 = 1 << 63;
 
 // Undo page body: each offset is the previous one plus its size.
 const TXN_ID_OFFSET: usize = BODY_START;
@@ -206,24 +214,37 @@ impl RecordHeader {
 pub struct UndoLog {
     pool: Arc<BufferPool>,
     alloc: Arc<Allocator>,
+    log: Option<Arc<Log>>,
     txn_id: u64,
     first_page: u32,
     /// The page appends go to, and the stream bytes it already holds.
     last_page: u32,
     last_used: usize,
+    /// An append failed after some of its mtrs committed: the log ends in a torn record,
+    /// and only rollback may use it now.
+    torn: bool,
 }
 
 impl UndoLog {
-    /// Starts an empty log for `txn_id` in a newly allocated undo page.
-    pub fn create(pool: Arc<BufferPool>, alloc: Arc<Allocator>, txn_id: u64) -> Result<UndoLog> {
-        let first_page = new_undo_page(&alloc, txn_id)?.id().page_no;
+    /// Starts an empty log for `txn_id` in a page allocated in `mtr` (which should also
+    /// register it in the directory, so that a crash cannot leak the page).
+    pub(crate) fn create(
+        mtr: &Mtr,
+        pool: Arc<BufferPool>,
+        alloc: Arc<Allocator>,
+        log: Option<Arc<Log>>,
+        txn_id: u64,
+    ) -> Result<UndoLog> {
+        let first_page = new_undo_page(mtr, &alloc, txn_id)?.id().page_no;
         Ok(UndoLog {
             pool,
             alloc,
+            log,
             txn_id,
             first_page,
             last_page: first_page,
             last_used: 0,
+            torn: false,
         })
     }
 
@@ -232,45 +253,90 @@ impl UndoLog {
         self.first_page
     }
 
-    /// Appends `record` to the end of the log, allocating pages as the stream needs them.
-    ///
-    /// Not all-or-nothing yet: if an allocation fails midway, the record stays torn at the
-    /// log's tail and [`UndoLog::read_all`] reports it. The mini-transaction step makes an
-    /// append atomic (rule 2).
+    /// Appends `record` to the end of the log, allocating pages as the stream needs them,
+    /// at most `pages_per_mtr` per mini-transaction (see the module doc for a torn tail).
     pub fn append(&mut self, record: &UndoRecord) -> Result<()> {
+        if self.torn {
+            return Err(Error::Poisoned(format!(
+                "transaction {}: an earlier undo append failed half-way; roll it back",
+                self.txn_id
+            )));
+        }
         let header = RecordHeader::of(record)?.encode();
         let before = record.before.as_deref().unwrap_or_default();
-        let capacity = stream_capacity(self.pool.page_size());
-        let space_id = self.alloc.space().id();
-        let mut page = self.pool.write(PageId::new(space_id, self.last_page))?;
-        for part in [&header[..], &record.key, before] {
-            let mut rest = part;
-            while !rest.is_empty() {
-                if self.last_used == capacity {
-                    let next = new_undo_page(&self.alloc, self.txn_id)?;
-                    let next_no = next.id().page_no;
-                    put(&mut page, NEXT_PAGE_OFFSET, &next_no.to_le_bytes());
-                    // Replacing the guard releases the full page: at most two are held.
-                    page = next;
-                    self.last_page = next_no;
-                    self.last_used = 0;
+        let mut parts = [&header[..], &record.key, before].into_iter();
+        let mut rest: &[u8] = parts.next().expect("three parts");
+        let mut committed_some = false;
+        loop {
+            // An mtr that fails is aborted: its pages and allocations are undone, so the
+            // write position must go back too.
+            let position = (self.last_page, self.last_used);
+            match self.append_some(&mut parts, &mut rest) {
+                Ok(true) => return Ok(()),
+                Ok(false) => committed_some = true,
+                Err(error) => {
+                    (self.last_page, self.last_used) = position;
+                    // Part of the record is in the log: it must stay the tail (a torn
+                    // tail, which `read_all` leaves out), so nothing more may be appended.
+                    self.torn = committed_some;
+                    return Err(error);
                 }
-                let n = rest.len().min(capacity - self.last_used);
-                put(&mut page, STREAM_OFFSET + self.last_used, &rest[..n]);
-                self.last_used += n;
-                put(
-                    &mut page,
-                    USED_OFFSET,
-                    &(self.last_used as u32).to_le_bytes(),
-                );
-                rest = &rest[n..];
             }
         }
-        Ok(())
+    }
+
+    /// One mtr of [`UndoLog::append`]: writes stream bytes until the record ends (true) or
+    /// the mtr has allocated `pages_per_mtr` pages (false), and commits.
+    fn append_some<'r>(
+        &mut self,
+        parts: &mut impl Iterator<Item = &'r [u8]>,
+        rest: &mut &'r [u8],
+    ) -> Result<bool> {
+        let capacity = stream_capacity(self.pool.page_size());
+        let space_id = self.alloc.space().id();
+        let mtr = Mtr::start(self.log.as_ref(), &self.pool)?;
+        let mut page = mtr.write(PageId::new(space_id, self.last_page))?;
+        let mut new_pages = 0;
+        let done = loop {
+            while rest.is_empty() {
+                match parts.next() {
+                    Some(part) => *rest = part,
+                    None => break,
+                }
+            }
+            if rest.is_empty() {
+                break true;
+            }
+            if self.last_used == capacity {
+                if new_pages == pages_per_mtr(&self.pool) {
+                    break false;
+                }
+                let next = new_undo_page(&mtr, &self.alloc, self.txn_id)?;
+                let next_no = next.id().page_no;
+                put(&mut page, NEXT_PAGE_OFFSET, &next_no.to_le_bytes());
+                page = next;
+                new_pages += 1;
+                self.last_page = next_no;
+                self.last_used = 0;
+            }
+            let n = rest.len().min(capacity - self.last_used);
+            put(&mut page, STREAM_OFFSET + self.last_used, &rest[..n]);
+            self.last_used += n;
+            put(
+                &mut page,
+                USED_OFFSET,
+                &(self.last_used as u32).to_le_bytes(),
+            );
+            *rest = &rest[n..];
+        };
+        drop(page);
+        mtr.commit()?;
+        Ok(done)
     }
 
     /// Reads the log starting at `first_page`: its transaction id and its records in the
-    /// order they were appended (rollback applies them in reverse).
+    /// order they were appended (rollback applies them in reverse). A record the stream
+    /// ends inside is a torn tail (see the module doc) and is left out.
     pub fn read_all(
         pool: &BufferPool,
         alloc: &Allocator,
@@ -280,19 +346,25 @@ impl UndoLog {
         let mut records = Vec::new();
         while !chain.at_end()? {
             let mut header = Vec::with_capacity(RECORD_HEADER_LEN);
-            chain.read_into(&mut header, RECORD_HEADER_LEN)?;
+            if !chain.read_into(&mut header, RECORD_HEADER_LEN)? {
+                break;
+            }
             let header = header
                 .as_slice()
                 .try_into()
                 .expect("read_into read them all");
             let header = RecordHeader::decode(header).map_err(|problem| chain.error(problem))?;
             let mut key = Vec::new();
-            chain.read_into(&mut key, header.key_len as usize)?;
+            if !chain.read_into(&mut key, header.key_len as usize)? {
+                break;
+            }
             let before = match header.before_len {
                 None => None,
                 Some(len) => {
                     let mut before = Vec::new();
-                    chain.read_into(&mut before, len as usize)?;
+                    if !chain.read_into(&mut before, len as usize)? {
+                        break;
+                    }
                     Some(before)
                 }
             };
@@ -305,25 +377,49 @@ impl UndoLog {
         Ok((chain.txn_id, records))
     }
 
-    /// Purge: returns every page of the log starting at `first_page` to the free list. The
-    /// whole chain is checked first, so a damaged chain frees nothing.
-    pub fn free(pool: &BufferPool, alloc: &Allocator, first_page: u32) -> Result<()> {
+    /// The page numbers of the log starting at `first_page`, checked as `read_all` checks
+    /// them.
+    pub(crate) fn pages(pool: &BufferPool, alloc: &Allocator, first_page: u32) -> Result<Vec<u32>> {
         let mut chain = ChainReader::open(pool, alloc, first_page)?;
         let mut pages = vec![first_page];
         while let Some(page_no) = chain.advance()? {
             pages.push(page_no);
         }
-        drop(chain);
-        for page_no in pages {
-            alloc.free(page_no)?;
+        Ok(pages)
+    }
+
+    /// Purge: frees the log starting at `first_page`, registered in `slot` of `directory`,
+    /// up to `pages_per_mtr` pages per mini-transaction; each moves the slot's first page
+    /// past the pages it freed, and the last one clears the slot. The chain is checked
+    /// first, so a damaged chain frees nothing.
+    pub(crate) fn purge(
+        pool: &Arc<BufferPool>,
+        alloc: &Allocator,
+        log: Option<&Arc<Log>>,
+        directory: &UndoDirectory,
+        slot: usize,
+        first_page: u32,
+    ) -> Result<()> {
+        let pages = UndoLog::pages(pool, alloc, first_page)?;
+        let mut groups = pages.chunks(pages_per_mtr(pool)).peekable();
+        while let Some(group) = groups.next() {
+            let mtr = Mtr::start(log, pool)?;
+            for &page_no in group {
+                alloc.free(&mtr, page_no)?;
+            }
+            match groups.peek() {
+                Some(next) => directory.set_first_page(&mtr, slot, next[0])?,
+                None => directory.unregister(&mtr, slot)?,
+            }
+            mtr.commit()?;
         }
         Ok(())
     }
 }
 
 /// Allocates an undo page owned by `txn_id`, with an empty stream and no successor.
-fn new_undo_page(alloc: &Allocator, txn_id: u64) -> Result<PageMut> {
-    let mut page = alloc.allocate(PageType::Undo)?;
+fn new_undo_page(mtr: &Mtr, alloc: &Allocator, txn_id: u64) -> Result<PageMut> {
+    let mut page = alloc.allocate(mtr, PageType::Undo)?;
     put(&mut page, TXN_ID_OFFSET, &txn_id.to_le_bytes());
     Ok(page)
 }
@@ -420,12 +516,12 @@ impl<'a> ChainReader<'a> {
         Ok(false)
     }
 
-    /// Appends the next `len` stream bytes to `out`. Memory grows only as bytes actually
-    /// arrive, so a garbage length costs an error, never a huge allocation.
-    fn read_into(&mut self, out: &mut Vec<u8>, mut len: usize) -> Result<()> {
+    /// Appends the next `len` stream bytes to `out`; false if the stream ends first.
+    /// Memory grows only as bytes actually arrive, so a garbage length costs nothing.
+    fn read_into(&mut self, out: &mut Vec<u8>, mut len: usize) -> Result<bool> {
         while len > 0 {
             if self.at_end()? {
-                return Err(self.error("ends inside a record"));
+                return Ok(false);
             }
             let page = self
                 .page
@@ -437,7 +533,7 @@ impl<'a> ChainReader<'a> {
             self.pos += n;
             len -= n;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn error(&self, problem: &str) -> Error {
@@ -446,6 +542,16 @@ impl<'a> ChainReader<'a> {
             problem: format!("undo log starting at page {} {problem}", self.first_page),
         }
     }
+}
+
+/// One registered undo log, as [`UndoDirectory::active`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveLog {
+    pub slot: usize,
+    pub txn_id: u64,
+    pub first_page: u32,
+    /// Committed or rolled back: only purge is left.
+    pub finished: bool,
 }
 
 /// The page listing the undo logs of unfinished transactions (what recovery rolls back).
@@ -462,10 +568,10 @@ pub struct UndoDirectory {
 }
 
 impl UndoDirectory {
-    /// Allocates an empty directory page and returns its number (to be kept where start-up
-    /// finds it).
-    pub fn create(alloc: &Allocator) -> Result<u32> {
-        let mut page = alloc.allocate(PageType::Undo)?;
+    /// Allocates an empty directory page in `mtr` and returns its number (to be kept where
+    /// start-up finds it).
+    pub(crate) fn create(mtr: &Mtr, alloc: &Allocator) -> Result<u32> {
+        let mut page = alloc.allocate(mtr, PageType::Undo)?;
         let capacity = directory_capacity(page.len()) as u32;
         put(&mut page, DIR_MAGIC_OFFSET, &DIR_MAGIC);
         put(&mut page, DIR_SLOT_COUNT_OFFSET, &capacity.to_le_bytes());
@@ -502,19 +608,22 @@ impl UndoDirectory {
     }
 
     /// How many transactions can be registered at once.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
-    /// Records that `txn_id`'s undo log starts at `first_page`; returns the slot to pass to
-    /// [`UndoDirectory::unregister`].
+    /// Records, in `mtr`, that `txn_id`'s undo log starts at `first_page`; returns the slot
+    /// to pass to the other calls.
     ///
     /// # Panics
     ///
-    /// If `first_page` is 0 (page 0 is the space header, never an undo page).
-    pub fn register(&self, txn_id: u64, first_page: u32) -> Result<usize> {
+    /// If `first_page` is 0 (page 0 is the space header, never an undo page), or `txn_id`
+    /// has bit 63 set.
+    pub(crate) fn register(&self, mtr: &Mtr, txn_id: u64, first_page: u32) -> Result<usize> {
         assert_ne!(first_page, 0, "page 0 is never an undo page");
-        let mut page = self.pool.write(self.id())?;
+        assert_eq!(txn_id & FINISHED, 0, "transaction ids stay below 2^63");
+        let mut page = mtr.write(self.id())?;
         let slot = (0..self.capacity)
             .find(|&slot| get_u32(&page, first_page_offset(slot)) == 0)
             .ok_or(Error::TooManyTransactions { max: self.capacity })?;
@@ -527,23 +636,54 @@ impl UndoDirectory {
         Ok(slot)
     }
 
-    /// Frees `slot` (the transaction committed or rolled back and its log was purged).
+    /// Marks `slot` finished in `mtr`: the transaction committed or rolled back, so
+    /// recovery only purges its log. Logged together with the Commit record, this is the
+    /// commit point.
+    pub(crate) fn mark_finished(&self, mtr: &Mtr, slot: usize) -> Result<()> {
+        let mut page = mtr.write(self.id())?;
+        let txn_id = get_u64(&page, self.checked(slot));
+        put(
+            &mut page,
+            slot_offset(slot),
+            &(txn_id | FINISHED).to_le_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Moves `slot`'s first page forward (purge freed the pages before it).
+    pub(crate) fn set_first_page(&self, mtr: &Mtr, slot: usize, first_page: u32) -> Result<()> {
+        let mut page = mtr.write(self.id())?;
+        self.checked(slot);
+        put(
+            &mut page,
+            first_page_offset(slot),
+            &first_page.to_le_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Frees `slot` (its log has been purged).
+    pub(crate) fn unregister(&self, mtr: &Mtr, slot: usize) -> Result<()> {
+        let mut page = mtr.write(self.id())?;
+        put(&mut page, self.checked(slot), &[0; SLOT_LEN]);
+        Ok(())
+    }
+
+    /// The offset of `slot`.
     ///
     /// # Panics
     ///
     /// If `slot` is not below [`UndoDirectory::capacity`].
-    pub fn unregister(&self, slot: usize) -> Result<()> {
+    fn checked(&self, slot: usize) -> usize {
         assert!(
             slot < self.capacity,
             "undo directory slot {slot} out of range"
         );
-        let mut page = self.pool.write(self.id())?;
-        put(&mut page, slot_offset(slot), &[0; SLOT_LEN]);
-        Ok(())
+        slot_offset(slot)
     }
 
-    /// Every registered `(txn_id, first_page)`, in slot order.
-    pub fn active(&self) -> Result<Vec<(u64, u32)>> {
+    /// Every registered log, in slot order.
+    pub fn active(&self) -> Result<Vec<ActiveLog>> {
         let page_count = self.space.header().page_count;
         let page = self.pool.read(self.id())?;
         let mut active = Vec::new();
@@ -560,7 +700,13 @@ impl UndoDirectory {
                     ),
                 });
             }
-            active.push((get_u64(&page, slot_offset(slot)), first_page));
+            let txn_id = get_u64(&page, slot_offset(slot));
+            active.push(ActiveLog {
+                slot,
+                txn_id: txn_id & !FINISHED,
+                first_page,
+                finished: txn_id & FINISHED != 0,
+            });
         }
         Ok(active)
     }
@@ -581,59 +727,186 @@ fn first_page_offset(slot: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::MemVfs;
+    use crate::io::{MemVfs, Vfs};
+    /// Every fixture below has at least 128 frames, so mtrs get the full size.
+    use crate::mtr::MAX_PAGES_PER_MTR as PAGES_PER_MTR;
     use crate::page::PageSize;
-    use crate::space::{NewSpace, SpaceEncryption, SpaceKind, SpaceSet, SYSTEM_SPACE_ID};
-    use std::path::{Path, PathBuf};
+    use crate::redo;
+    use crate::space::{
+        NewSpace, SpaceEncryption, SpaceKind, SpaceSet, NEXT_FREE_OFFSET, SYSTEM_SPACE_ID,
+    };
+    use std::path::Path;
     use strongbox_keyring::provider::{KeyProvider, MemoryKeyProvider};
     use strongbox_keyring::Algorithm;
+    use strongbox_wal::{LogConfig, LoggedRecord, Lsn, Record, RecoveryReport};
 
     const MIB: usize = 1 << 20;
+    const SPACE_PATH: &str = "/db/system.sbd";
+    const LOG_DIR: &str = "/db/redo";
+
+    fn log_config() -> LogConfig {
+        LogConfig {
+            segment_size: 1 << 20,
+            encrypt: false,
+            ..LogConfig::default()
+        }
+    }
+
+    fn shared(vfs: &MemVfs) -> Arc<dyn Vfs> {
+        Arc::new(vfs.clone())
+    }
 
     /// A system space on a `MemVfs` with its buffer pool and allocator, as `Db::open` builds
-    /// them.
+    /// them; with a redo log in the same file system when made by [`Fixture::logged`].
     struct Fixture {
         vfs: MemVfs,
-        path: PathBuf,
+        spaces: Arc<SpaceSet>,
         pool: Arc<BufferPool>,
         alloc: Arc<Allocator>,
+        log: Option<Arc<Log>>,
+    }
+
+    fn create_space(vfs: &MemVfs, page_size: u32, keys: Option<&MemoryKeyProvider>) -> SpaceFile {
+        let spec = NewSpace {
+            id: SYSTEM_SPACE_ID,
+            kind: SpaceKind::System,
+            page_size: PageSize::try_from(page_size).unwrap(),
+            encryption: keys.map(|_| SpaceEncryption {
+                key_id: 1,
+                algorithm: Algorithm::AesCtr,
+            }),
+        };
+        let keyring = keys.map(|k| k as &dyn KeyProvider);
+        let path = Path::new(SPACE_PATH);
+        SpaceFile::create(vfs, path, spec, keyring, Default::default()).unwrap()
     }
 
     impl Fixture {
+        /// Without a log: mtrs keep their latching and abort rules but log nothing.
         fn new(page_size: u32, pool_bytes: usize, keys: Option<&MemoryKeyProvider>) -> Fixture {
             let vfs = MemVfs::new();
-            let path = Path::new("/db/system.sbd").to_path_buf();
-            let spec = NewSpace {
-                id: SYSTEM_SPACE_ID,
-                kind: SpaceKind::System,
-                page_size: PageSize::try_from(page_size).unwrap(),
-                encryption: keys.map(|_| SpaceEncryption {
-                    key_id: 1,
-                    algorithm: Algorithm::AesCtr,
-                }),
-            };
-            let keyring = keys.map(|k| k as &dyn KeyProvider);
-            let space = Arc::new(
-                SpaceFile::create(&vfs, &path, spec, keyring, Default::default()).unwrap(),
-            );
+            let space = create_space(&vfs, page_size, keys);
+            Fixture::assemble(vfs, space, pool_bytes, None)
+        }
+
+        /// An unencrypted system space of 4 KiB pages and a plain redo log.
+        fn logged() -> Fixture {
+            let vfs = MemVfs::new();
+            let space = create_space(&vfs, 4096, None);
+            let log = Log::create(shared(&vfs), Path::new(LOG_DIR), log_config(), None).unwrap();
+            Fixture::assemble(vfs, space, MIB, Some(log))
+        }
+
+        fn assemble(vfs: MemVfs, space: SpaceFile, pool_bytes: usize, log: Option<Log>) -> Self {
+            let page_size = space.page_size().len();
+            let space = Arc::new(space);
             let spaces = Arc::new(SpaceSet::new());
             spaces.insert(Arc::clone(&space));
-            let pool = BufferPool::new(pool_bytes, page_size as usize, spaces as _).unwrap();
+            let log = log.map(Arc::new);
+            if let Some(log) = &log {
+                spaces.attach_log(Arc::clone(log));
+            }
+            let pool = BufferPool::new(pool_bytes, page_size, Arc::clone(&spaces) as _).unwrap();
             let alloc = Arc::new(Allocator::new(space, Arc::clone(&pool)));
             Fixture {
                 vfs,
-                path,
+                spaces,
                 pool,
                 alloc,
+                log,
             }
         }
 
+        /// Loses the pool and the unflushed log (all but the file system is dropped first),
+        /// and opens what the file system kept: the space as on disk and the log recovered,
+        /// its records not yet applied.
+        fn crash_and_recover(self) -> (Fixture, RecoveryReport) {
+            let page_size = PageSize::try_from(self.pool.page_size() as u32).unwrap();
+            let vfs = self.vfs.clone();
+            drop(self);
+            let path = Path::new(SPACE_PATH);
+            let space = SpaceFile::open(
+                &vfs,
+                path,
+                SYSTEM_SPACE_ID,
+                page_size,
+                None,
+                Default::default(),
+            )
+            .unwrap();
+            let (log, report) =
+                Log::open(shared(&vfs), Path::new(LOG_DIR), log_config(), None).unwrap();
+            (Fixture::assemble(vfs, space, MIB, Some(log)), report)
+        }
+
+        fn redo(&self, records: &[LoggedRecord]) {
+            redo::apply(records, &self.spaces, &self.pool, |_| true).unwrap();
+        }
+
+        fn flush_log(&self) -> Lsn {
+            let log = self.log.as_ref().expect("a logged fixture");
+            let lsn = log.current_lsn();
+            log.flush(lsn).unwrap();
+            lsn
+        }
+
+        fn mtr(&self) -> Mtr {
+            Mtr::start(self.log.as_ref(), &self.pool).unwrap()
+        }
+
+        /// Runs `change` in an mtr of its own and commits it.
+        fn in_mtr<T>(&self, change: impl FnOnce(&Mtr) -> Result<T>) -> T {
+            let mtr = self.mtr();
+            let out = change(&mtr).unwrap();
+            mtr.commit().unwrap();
+            out
+        }
+
+        /// A new, unregistered log for `txn_id`.
         fn log(&self, txn_id: u64) -> UndoLog {
-            UndoLog::create(Arc::clone(&self.pool), Arc::clone(&self.alloc), txn_id).unwrap()
+            self.in_mtr(|mtr| self.create(mtr, txn_id))
+        }
+
+        fn create(&self, mtr: &Mtr, txn_id: u64) -> Result<UndoLog> {
+            UndoLog::create(
+                mtr,
+                Arc::clone(&self.pool),
+                Arc::clone(&self.alloc),
+                self.log.clone(),
+                txn_id,
+            )
+        }
+
+        /// A new log for `txn_id`, created and registered in one mtr, as a transaction's
+        /// first write does.
+        fn begin(&self, directory: &UndoDirectory, txn_id: u64) -> (UndoLog, usize) {
+            self.in_mtr(|mtr| {
+                let log = self.create(mtr, txn_id)?;
+                let slot = directory.register(mtr, txn_id, log.first_page())?;
+                Ok((log, slot))
+            })
+        }
+
+        fn directory(&self) -> UndoDirectory {
+            let page_no = self.in_mtr(|mtr| UndoDirectory::create(mtr, &self.alloc));
+            self.open_directory(page_no)
+        }
+
+        fn open_directory(&self, page_no: u32) -> UndoDirectory {
+            UndoDirectory::open(Arc::clone(&self.pool), &self.alloc, page_no).unwrap()
+        }
+
+        fn purge(&self, directory: &UndoDirectory, slot: usize, first_page: u32) -> Result<()> {
+            let log = self.log.as_ref();
+            UndoLog::purge(&self.pool, &self.alloc, log, directory, slot, first_page)
         }
 
         fn read_all(&self, first_page: u32) -> Result<(u64, Vec<UndoRecord>)> {
             UndoLog::read_all(&self.pool, &self.alloc, first_page)
+        }
+
+        fn pages(&self, first_page: u32) -> Vec<u32> {
+            UndoLog::pages(&self.pool, &self.alloc, first_page).unwrap()
         }
 
         fn page_count(&self) -> u32 {
@@ -644,6 +917,7 @@ mod tests {
             self.alloc.space().header().free_count
         }
 
+        /// Page `page_no` latched outside any mtr, to damage it.
         fn write(&self, page_no: u32) -> PageMut {
             self.pool
                 .write(PageId::new(SYSTEM_SPACE_ID, page_no))
@@ -657,6 +931,27 @@ mod tests {
             key: format!("key-{i:05}").into_bytes(),
             before: before_len.map(|len| (0..len).map(|b| (b * 31 + i) as u8).collect()),
         }
+    }
+
+    /// Bytes `record` takes in the stream.
+    fn stream_len(record: &UndoRecord) -> usize {
+        RECORD_HEADER_LEN + record.key.len() + record.before.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The batches (by end LSN) of `records` that start at or after `since` and end at or
+    /// before `until`, each with its records.
+    fn batches(records: &[LoggedRecord], since: Lsn, until: Lsn) -> Vec<(Lsn, Vec<&Record>)> {
+        let mut batches: Vec<(Lsn, Vec<&Record>)> = Vec::new();
+        for logged in records
+            .iter()
+            .filter(|r| r.lsn >= since && r.batch_end_lsn <= until)
+        {
+            match batches.last_mut() {
+                Some((lsn, batch)) if *lsn == logged.batch_end_lsn => batch.push(&logged.record),
+                _ => batches.push((logged.batch_end_lsn, vec![&logged.record])),
+            }
+        }
+        batches
     }
 
     /// A small deterministic generator for garbage (xorshift64).
@@ -709,38 +1004,227 @@ mod tests {
     }
 
     #[test]
-    fn free_returns_every_page_of_the_chain_and_they_are_reused() {
+    fn a_torn_tail_is_left_out_and_the_records_before_it_read_back() {
         let fx = Fixture::new(4096, MIB, None);
-        let other = fx.log(1);
+        let mut log = fx.log(4);
+        let records = [record(0, Some(100)), record(1, None), record(2, Some(300))];
+        for rec in &records {
+            log.append(rec).unwrap();
+        }
+        let first = log.first_page();
+        let whole = records.iter().map(stream_len).sum::<usize>();
+        assert_eq!(fx.pages(first), [first], "all three fit one page");
+        assert_eq!(get_u32(&fx.write(first), USED_OFFSET) as usize, whole);
+        let last_starts = whole - stream_len(&records[2]);
+        let set_used = |used: usize| {
+            put(
+                &mut fx.write(first),
+                USED_OFFSET,
+                &(used as u32).to_le_bytes(),
+            );
+        };
+        // Cut inside the header, the key and the before-image of the last record, and just
+        // before its end: the first two read back. Cut at its start: the same, untorn.
+        for used in [
+            last_starts,
+            last_starts + 1,
+            last_starts + RECORD_HEADER_LEN - 1,
+            last_starts + RECORD_HEADER_LEN + 3,
+            last_starts + RECORD_HEADER_LEN + 20,
+            whole - 1,
+        ] {
+            set_used(used);
+            assert_eq!(
+                fx.read_all(first).unwrap(),
+                (4, records[..2].to_vec()),
+                "stream cut at {used}"
+            );
+        }
+        set_used(stream_len(&records[0]) + 1);
+        assert_eq!(fx.read_all(first).unwrap(), (4, records[..1].to_vec()));
+        set_used(5);
+        assert_eq!(fx.read_all(first).unwrap(), (4, vec![]));
+        set_used(whole);
+        assert_eq!(fx.read_all(first).unwrap(), (4, records.to_vec()));
+
+        // A record spanning pages, cut where its second page should follow.
+        let long = record(3, Some(10_000));
+        log.append(&long).unwrap();
+        let pages = fx.pages(first);
+        assert!(pages.len() >= 3, "{pages:?}");
+        assert_eq!(fx.read_all(first).unwrap().1.len(), 4);
+        put(&mut fx.write(first), NEXT_PAGE_OFFSET, &0u32.to_le_bytes());
+        assert_eq!(fx.read_all(first).unwrap(), (4, records.to_vec()));
+    }
+
+    #[test]
+    fn a_record_cut_between_its_mtrs_by_a_crash_is_a_torn_tail() {
+        let fx = Fixture::logged();
+        let mut log = fx.log(6);
+        let small = [record(0, Some(50)), record(1, Some(60))];
+        for rec in &small {
+            log.append(rec).unwrap();
+        }
+        let since = fx.flush_log();
+        let big = record(2, Some(3 * PAGES_PER_MTR * 4096));
+        log.append(&big).unwrap();
+        let until = fx.flush_log();
+        let first = log.first_page();
+        assert!(fx.pages(first).len() > 2 * PAGES_PER_MTR + 1);
+
+        let (fx, report) = fx.crash_and_recover();
+        let appends = batches(&report.records, since, until);
+        assert!(appends.len() >= 3, "{} mtrs", appends.len());
+        for (_, batch) in &appends {
+            let new_pages = batch
+                .iter()
+                .filter(|r| matches!(r, Record::PageImage { .. }))
+                .count();
+            assert!(
+                new_pages <= PAGES_PER_MTR,
+                "{new_pages} new pages in one mtr"
+            );
+        }
+        // The crash came after the big record's first mtr: only that one is redone.
+        let first_mtr_end = appends[0].0;
+        let cut = report
+            .records
+            .iter()
+            .position(|r| r.batch_end_lsn > first_mtr_end)
+            .unwrap();
+        fx.redo(&report.records[..cut]);
+        assert_eq!(fx.read_all(first).unwrap(), (6, small.to_vec()));
+        // The rest of the log completes it.
+        fx.redo(&report.records[cut..]);
+        let (_, records) = fx.read_all(first).unwrap();
+        assert_eq!(records.len(), 3);
+        assert!(records[..2] == small && records[2] == big);
+    }
+
+    #[test]
+    fn purge_frees_every_page_across_several_mtrs_and_clears_the_slot() {
+        let fx = Fixture::logged();
+        let directory = fx.directory();
+        let (other, other_slot) = fx.begin(&directory, 1);
         let (count_before, free_before) = (fx.page_count(), fx.free_count());
-        let mut log = fx.log(2);
-        for i in 0..50 {
+        let (mut log, slot) = fx.begin(&directory, 2);
+        for i in 0..150 {
             log.append(&record(i, Some(1000))).unwrap();
         }
-        let chain_len = fx.page_count() - count_before;
-        assert!(chain_len > 10, "{chain_len}");
-        UndoLog::free(&fx.pool, &fx.alloc, log.first_page()).unwrap();
-        assert_eq!(fx.free_count(), free_before + chain_len);
-        assert_eq!(fx.alloc.free_pages().unwrap().len() as u32, chain_len);
+        let chain = fx.pages(log.first_page());
+        assert_eq!(chain.len() as u32, fx.page_count() - count_before);
+        assert!(chain.len() > 2 * PAGES_PER_MTR, "{}", chain.len());
+        fx.in_mtr(|mtr| directory.mark_finished(mtr, slot));
+
+        let since = fx.flush_log();
+        fx.purge(&directory, slot, log.first_page()).unwrap();
+        let until = fx.flush_log();
+        assert_eq!(fx.free_count(), free_before + chain.len() as u32);
+        let mut freed = fx.alloc.free_pages().unwrap();
+        freed.sort_unstable();
+        assert_eq!(freed, chain, "every page of the chain, and only those");
+        let other_entry = ActiveLog {
+            slot: other_slot,
+            txn_id: 1,
+            first_page: other.first_page(),
+            finished: false,
+        };
+        assert_eq!(directory.active().unwrap(), [other_entry]);
         assert_eq!(fx.read_all(other.first_page()).unwrap(), (1, vec![]));
 
-        let mut again = fx.log(3);
-        for i in 0..50 {
+        // The freed pages are reused before the space grows.
+        let (mut again, _) = fx.begin(&directory, 3);
+        for i in 0..150 {
             again.append(&record(i, Some(1000))).unwrap();
         }
-        assert_eq!(
-            fx.page_count(),
-            count_before + chain_len,
-            "freed pages reused"
-        );
+        assert_eq!(fx.page_count(), count_before + chain.len() as u32);
         assert_eq!(fx.free_count(), free_before);
+
+        // One batch per PAGES_PER_MTR pages, each logging the allocation fields once.
+        let (_, report) = fx.crash_and_recover();
+        let purges = batches(&report.records, since, until);
+        assert_eq!(purges.len(), chain.len().div_ceil(PAGES_PER_MTR));
+        for (_, batch) in &purges {
+            let headers = batch
+                .iter()
+                .filter(|r| matches!(r, Record::SpaceHeader { .. }))
+                .count();
+            assert_eq!(headers, 1, "{batch:?}");
+        }
+    }
+
+    #[test]
+    fn a_crash_mid_purge_leaks_nothing_and_purge_finishes_from_the_slot() {
+        let fx = Fixture::logged();
+        let directory = fx.directory();
+        let (mut log, slot) = fx.begin(&directory, 8);
+        for i in 0..100 {
+            log.append(&record(i, Some(1000))).unwrap();
+        }
+        let chain = fx.pages(log.first_page());
+        assert!(chain.len() > PAGES_PER_MTR, "{}", chain.len());
+        fx.in_mtr(|mtr| directory.mark_finished(mtr, slot));
+        let free_before = fx.free_count();
+        let since = fx.flush_log();
+        fx.purge(&directory, slot, log.first_page()).unwrap();
+        let until = fx.flush_log();
+        let dir_page = directory.page_no;
+
+        // The crash came after purge's first mtr.
+        let (fx, report) = fx.crash_and_recover();
+        let first_mtr_end = batches(&report.records, since, until)[0].0;
+        let cut = report
+            .records
+            .iter()
+            .position(|r| r.batch_end_lsn > first_mtr_end)
+            .unwrap();
+        fx.redo(&report.records[..cut]);
+        let directory = fx.open_directory(dir_page);
+        let [active] = directory.active().unwrap()[..] else {
+            panic!("one log left to purge");
+        };
+        assert_eq!(
+            (active.slot, active.txn_id, active.finished),
+            (slot, 8, true)
+        );
+        assert_eq!(active.first_page, chain[PAGES_PER_MTR]);
+        assert_eq!(fx.free_count(), free_before + PAGES_PER_MTR as u32);
+        assert_eq!(fx.pages(active.first_page), chain[PAGES_PER_MTR..]);
+
+        // Start-up finishes it from where the slot points.
+        fx.purge(&directory, active.slot, active.first_page)
+            .unwrap();
+        assert_eq!(directory.active().unwrap(), []);
+        let mut freed = fx.alloc.free_pages().unwrap();
+        freed.sort_unstable();
+        assert_eq!(freed, chain);
+    }
+
+    #[test]
+    fn creating_and_registering_in_an_aborted_mtr_leaks_nothing() {
+        let fx = Fixture::logged();
+        let directory = fx.directory();
+        let alloc_before = fx.alloc.space().header().alloc();
+        let lsn = fx.flush_log();
+        let first_page = {
+            let mtr = fx.mtr();
+            let log = fx.create(&mtr, 5).unwrap();
+            directory.register(&mtr, 5, log.first_page()).unwrap();
+            log.first_page()
+        };
+        assert_eq!(fx.alloc.space().header().alloc(), alloc_before);
+        assert_eq!(directory.active().unwrap(), []);
+        assert_eq!(fx.log.as_ref().unwrap().current_lsn(), lsn);
+        let (log, slot) = fx.begin(&directory, 5);
+        assert_eq!((log.first_page(), slot), (first_page, 0));
     }
 
     #[test]
     fn chains_that_leave_the_log_are_errors() {
         let fx = Fixture::new(4096, MIB, None);
-        let not_undo = fx.alloc.allocate(PageType::Overflow).unwrap().id().page_no;
-        let mut log = fx.log(9);
+        let directory = fx.directory();
+        let not_undo = fx.in_mtr(|mtr| Ok(fx.alloc.allocate(mtr, PageType::Overflow)?.id()));
+        let (mut log, slot) = fx.begin(&directory, 9);
         for i in 0..10 {
             log.append(&record(i, Some(1000))).unwrap();
         }
@@ -748,7 +1232,7 @@ mod tests {
         let problem = |first_page| fx.read_all(first_page).unwrap_err().to_string();
         assert!(problem(0).contains("is page 0"));
         assert!(problem(10_000).contains("beyond the end"));
-        assert!(problem(not_undo).contains("not an undo page"));
+        assert!(problem(not_undo.page_no).contains("not an undo page"));
 
         // A page of another transaction spliced into the chain.
         let stranger = fx.log(10).first_page();
@@ -758,13 +1242,14 @@ mod tests {
             &stranger.to_le_bytes(),
         );
         assert!(problem(first).contains("of transaction 10, not 9"));
-        // A cycle, which free must refuse without freeing anything.
+        // A cycle, which purge must refuse without freeing anything.
         put(&mut fx.write(first), NEXT_PAGE_OFFSET, &first.to_le_bytes());
         assert!(fx.read_all(first).is_err());
         let free_before = fx.free_count();
-        let error = UndoLog::free(&fx.pool, &fx.alloc, first).unwrap_err();
+        let error = fx.purge(&directory, slot, first).unwrap_err();
         assert!(error.to_string().contains("cyclic"), "{error}");
         assert_eq!(fx.free_count(), free_before);
+        assert_eq!(directory.active().unwrap().len(), 1, "still registered");
         // A page claiming more stream than it can hold.
         put(&mut fx.write(first), USED_OFFSET, &u32::MAX.to_le_bytes());
         assert!(problem(first).contains("claiming"));
@@ -782,7 +1267,7 @@ mod tests {
         };
         let problem = || fx.read_all(first).unwrap_err().to_string();
 
-        // A key length of 4 GiB in a 22-byte stream: an error, not a 4 GiB allocation.
+        // A key length of 4 GiB in a 22-byte stream: a torn tail, not a 4 GiB allocation.
         let mut header = RecordHeader {
             space_id: 1,
             key_len: u32::MAX,
@@ -790,7 +1275,7 @@ mod tests {
         }
         .encode();
         set_stream(&header);
-        assert!(problem().contains("ends inside a record"));
+        assert_eq!(fx.read_all(first).unwrap(), (5, vec![]));
         header[FORMAT_AT] = 2;
         set_stream(&header);
         assert!(problem().contains("unknown format"));
@@ -802,6 +1287,10 @@ mod tests {
         put(&mut header, PREV_UNDO_AT, &1u64.to_le_bytes());
         set_stream(&header);
         assert!(problem().contains("prev_undo"));
+        header[FLAGS_AT] = 0;
+        put(&mut header, PREV_UNDO_AT, &0u64.to_le_bytes());
+        set_stream(&header);
+        assert!(problem().contains("length but no before-image"));
 
         let mut seed = 0x9E37_79B9_7F4A_7C15;
         let mut stream = vec![0u8; capacity];
@@ -820,58 +1309,142 @@ mod tests {
     }
 
     #[test]
-    fn the_directory_registers_lists_and_unregisters_across_reopen() {
-        let fx = Fixture::new(16384, MIB, None);
-        let page_no = UndoDirectory::create(&fx.alloc).unwrap();
-        let dir = UndoDirectory::open(Arc::clone(&fx.pool), &fx.alloc, page_no).unwrap();
-        assert!(dir.capacity() > 1000, "{}", dir.capacity());
-        assert_eq!(dir.active().unwrap(), vec![]);
-        let logs: Vec<UndoLog> = (0..3).map(|t| fx.log(100 + t)).collect();
-        let slots: Vec<usize> = logs
-            .iter()
-            .zip(100..)
-            .map(|(log, t)| dir.register(t, log.first_page()).unwrap())
-            .collect();
-        assert_eq!(slots, vec![0, 1, 2]);
-        dir.unregister(slots[1]).unwrap();
-        let reopened = UndoDirectory::open(Arc::clone(&fx.pool), &fx.alloc, page_no).unwrap();
+    fn mark_finished_shows_in_active_and_keeps_the_slot() {
+        let fx = Fixture::new(4096, MIB, None);
+        let directory = fx.directory();
+        let logs: Vec<(UndoLog, usize)> = (0..3).map(|t| fx.begin(&directory, 100 + t)).collect();
+        let entry = |i: usize, finished| ActiveLog {
+            slot: logs[i].1,
+            txn_id: 100 + i as u64,
+            first_page: logs[i].0.first_page(),
+            finished,
+        };
+        // Aborted, it leaves no mark.
+        {
+            let mtr = fx.mtr();
+            directory.mark_finished(&mtr, logs[1].1).unwrap();
+        }
         assert_eq!(
-            reopened.active().unwrap(),
-            vec![(100, logs[0].first_page()), (102, logs[2].first_page())]
+            directory.active().unwrap(),
+            [entry(0, false), entry(1, false), entry(2, false)]
         );
+        fx.in_mtr(|mtr| directory.mark_finished(mtr, logs[1].1));
         assert_eq!(
-            reopened.register(0, logs[1].first_page()).unwrap(),
-            1,
-            "reuses the slot"
+            directory.active().unwrap(),
+            [entry(0, false), entry(1, true), entry(2, false)]
         );
+        // A finished slot stays taken until purge unregisters it.
+        let (_, slot) = fx.begin(&directory, 103);
+        assert_eq!(slot, 3);
+        fx.in_mtr(|mtr| directory.unregister(mtr, logs[1].1));
+        let (_, slot) = fx.begin(&directory, 104);
+        assert_eq!(slot, logs[1].1, "reuses the slot");
+        assert!(!directory.active().unwrap()[1].finished);
+    }
 
-        let error = UndoDirectory::open(Arc::clone(&fx.pool), &fx.alloc, logs[0].first_page())
-            .unwrap_err()
-            .to_string();
+    #[test]
+    fn the_directory_registers_lists_and_unregisters_across_reopen() {
+        let fx = Fixture::logged();
+        let directory = fx.directory();
+        let page_no = directory.page_no;
+        assert_eq!(directory.capacity(), directory_capacity(4096));
+        assert_eq!(directory.active().unwrap(), []);
+        let logs: Vec<(UndoLog, usize)> = (0..4).map(|t| fx.begin(&directory, 100 + t)).collect();
+        let slots: Vec<usize> = logs.iter().map(|(_, slot)| *slot).collect();
+        assert_eq!(slots, [0, 1, 2, 3]);
+        fx.in_mtr(|mtr| directory.unregister(mtr, slots[1]));
+        // A checkpoint: what happened so far is on disk.
+        fx.pool.flush_all().unwrap();
+        fx.spaces.persist_headers().unwrap();
+        // Later changes reach only the log.
+        let moved = fx.log(102).first_page();
+        fx.in_mtr(|mtr| directory.mark_finished(mtr, slots[0]));
+        fx.in_mtr(|mtr| directory.set_first_page(mtr, slots[2], moved));
+        fx.in_mtr(|mtr| directory.unregister(mtr, slots[3]));
+        let expected = vec![
+            ActiveLog {
+                slot: slots[0],
+                txn_id: 100,
+                first_page: logs[0].0.first_page(),
+                finished: true,
+            },
+            ActiveLog {
+                slot: slots[2],
+                txn_id: 102,
+                first_page: moved,
+                finished: false,
+            },
+        ];
+        assert_eq!(directory.active().unwrap(), expected);
+        fx.flush_log();
+
+        let (fx, report) = fx.crash_and_recover();
+        fx.redo(&report.records);
+        let reopened = fx.open_directory(page_no);
+        assert_eq!(reopened.active().unwrap(), expected);
+        let (log, slot) = fx.begin(&reopened, 0);
+        assert_eq!(slot, slots[1], "reuses the first free slot");
+        assert_eq!(fx.read_all(log.first_page()).unwrap(), (0, vec![]));
+
+        let open = |page_no| UndoDirectory::open(Arc::clone(&fx.pool), &fx.alloc, page_no);
+        let error = open(logs[0].0.first_page()).unwrap_err().to_string();
         assert!(error.contains("no directory magic"), "{error}");
-        assert!(UndoDirectory::open(Arc::clone(&fx.pool), &fx.alloc, 9999).is_err());
+        assert!(open(9999).is_err());
+        assert!(open(0).is_err());
     }
 
     #[test]
     fn a_full_directory_refuses_with_too_many_transactions() {
-        let fx = Fixture::new(4096, MIB, None);
-        let page_no = UndoDirectory::create(&fx.alloc).unwrap();
-        let dir = UndoDirectory::open(Arc::clone(&fx.pool), &fx.alloc, page_no).unwrap();
-        let max = dir.capacity();
-        assert_eq!(max, directory_capacity(4096));
+        let fx = Fixture::new(16384, MIB, None);
+        let directory = fx.directory();
+        let max = directory.capacity();
+        assert_eq!(max, directory_capacity(16384));
+        assert!(max > 1000, "{max}");
         let first_page = fx.log(1).first_page();
-        for txn_id in 0..max as u64 {
-            dir.register(txn_id, first_page).unwrap();
-        }
-        let error = dir.register(u64::MAX, first_page).unwrap_err();
+        fx.in_mtr(|mtr| {
+            for txn_id in 0..max as u64 {
+                directory.register(mtr, txn_id, first_page)?;
+            }
+            Ok(())
+        });
+        let mtr = fx.mtr();
+        let error = directory.register(&mtr, 1 << 62, first_page).unwrap_err();
+        drop(mtr);
         assert!(
             matches!(error, Error::TooManyTransactions { max: m } if m == max),
             "{error}"
         );
         assert!(error.to_string().contains("commit or roll back"), "{error}");
-        dir.unregister(max / 2).unwrap();
-        assert_eq!(dir.register(u64::MAX, first_page).unwrap(), max / 2);
-        assert_eq!(dir.active().unwrap().len(), max);
+        fx.in_mtr(|mtr| directory.unregister(mtr, max / 2));
+        let slot = fx.in_mtr(|mtr| directory.register(mtr, 1 << 62, first_page));
+        assert_eq!(slot, max / 2);
+        assert_eq!(directory.active().unwrap().len(), max);
+    }
+
+    /// An append that fails part-way (here: the free list is damaged at the second page it
+    /// needs) is aborted, and the log must go on from where the last committed append left
+    /// it.
+    #[test]
+    fn an_append_that_fails_leaves_the_log_appendable() {
+        let fx = Fixture::new(4096, MIB, None);
+        let mut log = fx.log(11);
+        log.append(&record(0, Some(100))).unwrap();
+        // Free list: x -> y -> (damaged link).
+        let [x, y] = [0, 1]
+            .map(|_| fx.in_mtr(|mtr| Ok(fx.alloc.allocate(mtr, PageType::Overflow)?.id().page_no)));
+        fx.in_mtr(|mtr| fx.alloc.free(mtr, y));
+        fx.in_mtr(|mtr| fx.alloc.free(mtr, x));
+        let link = NEXT_FREE_OFFSET..NEXT_FREE_OFFSET + 4;
+        fx.write(y)[link.clone()].copy_from_slice(&9999u32.to_le_bytes());
+        let error = log.append(&record(1, Some(9000))).unwrap_err();
+        assert!(error.to_string().contains("beyond the end"), "{error}");
+        fx.write(y)[link].copy_from_slice(&0u32.to_le_bytes());
+
+        log.append(&record(2, Some(10))).unwrap();
+        assert_eq!(
+            fx.read_all(log.first_page()).unwrap(),
+            (11, vec![record(0, Some(100)), record(2, Some(10))])
+        );
     }
 
     /// Writes before-images and keys carrying `marker`, checkpoints (flushes the pool), and
@@ -890,7 +1463,7 @@ mod tests {
             .unwrap();
         }
         fx.pool.flush_all().unwrap();
-        let file = fx.vfs.contents(&fx.path).unwrap();
+        let file = fx.vfs.contents(Path::new(SPACE_PATH)).unwrap();
         assert!(file.len() > 4 * 4096, "the log reached the file");
         assert_eq!(fx.read_all(log.first_page()).unwrap().1.len(), 40);
         file.windows(MARKER.len()).any(|w| w == MARKER)

@@ -10,7 +10,8 @@
 //!   the models.
 //! * `same_keys_last_writer_wins`: 8 threads put, delete, read and scan the *same* 48 keys.
 //!   Every value read must be one some thread wrote for that key; at the end each key holds
-//!   the last action of one of the threads on it; `verify()` passes.
+//!   the last action of one of the threads on it; `verify()` passes. Transactions that
+//!   deadlock on key locks time out and roll back (there is no deadlock detector).
 //!
 //! Loops are bounded by operation counts, never by time. Values carry their key and version
 //! (see `make_value`), so a value read under the wrong key or half-written is caught.
@@ -24,7 +25,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::thread;
 use strongbox_engine::io::MemVfs;
-use strongbox_engine::{Db, Encrypted, Table, TableOptions};
+use strongbox_engine::{Db, Encrypted, Error, Table, TableOptions};
 use strongbox_keyring::Algorithm;
 
 const THREADS: usize = 8;
@@ -83,8 +84,10 @@ fn open(
     keys: &Arc<strongbox_keyring::provider::MemoryKeyProvider>,
     algorithm: Algorithm,
 ) -> Db {
-    Db::open("/db", mem_options(vfs, keys, PAGE_SIZE, FRAMES, algorithm))
-        .expect("open the database")
+    // A short lock wait: transactions of `same_keys_last_writer_wins` can deadlock.
+    let options = mem_options(vfs, keys, PAGE_SIZE, FRAMES, algorithm)
+        .lock_wait_timeout(std::time::Duration::from_millis(300));
+    Db::open("/db", options).expect("open the database")
 }
 
 fn create_tables(db: &Db) -> Vec<Table> {
@@ -190,7 +193,7 @@ fn disjoint_worker(db: &Db, tables: &[Table], t: usize) -> Vec<Model> {
                         .unwrap_or_else(|e| panic!("thread {t} step {step}: commit: {e}"));
                     models = pending;
                 } else {
-                    txn.rollback();
+                    txn.rollback().unwrap();
                 }
             }
         }
@@ -351,6 +354,19 @@ enum Last {
 }
 
 /// One thread's run; returns, per table and key, its last committed action.
+/// Runs an autocommit write again while it times out behind transactions that deadlocked
+/// (which roll back when their own wait times out), as an application would.
+fn retrying_lock_waits<T>(
+    mut write: impl FnMut() -> strongbox_engine::Result<T>,
+) -> strongbox_engine::Result<T> {
+    loop {
+        match write() {
+            Err(Error::LockWaitTimeout { .. }) => continue,
+            other => return other,
+        }
+    }
+}
+
 fn shared_worker(db: &Db, tables: &[Table], t: usize) -> Vec<BTreeMap<Vec<u8>, Last>> {
     let mut rng = Rng::new(0x5A3E_0000 + t as u64);
     let mut last = vec![BTreeMap::new(); tables.len()];
@@ -364,12 +380,13 @@ fn shared_worker(db: &Db, tables: &[Table], t: usize) -> Vec<BTreeMap<Vec<u8>, L
         match rng.below(100) {
             0..=39 => {
                 version += 1;
-                db.put(table, &key, &make_value(&key, version, value_len(&mut rng)))
+                let value = make_value(&key, version, value_len(&mut rng));
+                retrying_lock_waits(|| db.put(table, &key, &value))
                     .unwrap_or_else(|e| panic!("{context}: put: {e}"));
                 last[which].insert(key, Last::Wrote(version));
             }
             40..=54 => {
-                db.delete(table, &key)
+                retrying_lock_waits(|| db.delete(table, &key))
                     .unwrap_or_else(|e| panic!("{context}: delete: {e}"));
                 last[which].insert(key, Last::Deleted);
             }
@@ -399,25 +416,39 @@ fn shared_worker(db: &Db, tables: &[Table], t: usize) -> Vec<BTreeMap<Vec<u8>, L
             _ => {
                 let mut txn = db.begin().expect("begin");
                 let mut pending = last.clone();
+                let mut deadlocked = false;
                 for _ in 0..1 + rng.below(5) {
                     let which = rng.below(tables.len());
                     let key = shared_key(rng.below(SHARED_KEYS));
-                    if rng.percent(70) {
+                    let written = if rng.percent(70) {
                         version += 1;
                         let value = make_value(&key, version, value_len(&mut rng));
-                        txn.put(&tables[which], &key, &value).expect("txn put");
-                        pending[which].insert(key, Last::Wrote(version));
+                        pending[which].insert(key.clone(), Last::Wrote(version));
+                        txn.put(&tables[which], &key, &value)
                     } else {
-                        txn.delete(&tables[which], &key).expect("txn delete");
-                        pending[which].insert(key, Last::Deleted);
+                        pending[which].insert(key.clone(), Last::Deleted);
+                        txn.delete(&tables[which], &key).map(drop)
+                    };
+                    match written {
+                        Ok(()) => {}
+                        // Two transactions that lock shared keys in different orders wait
+                        // for each other until one times out (no deadlock detector): that
+                        // one rolls back, as an application would, and retries nothing.
+                        Err(Error::LockWaitTimeout { .. }) => {
+                            deadlocked = true;
+                            break;
+                        }
+                        Err(e) => panic!("{context}: txn write: {e}"),
                     }
                 }
-                if rng.percent(70) {
+                if deadlocked {
+                    txn.rollback().unwrap();
+                } else if rng.percent(70) {
                     txn.commit()
                         .unwrap_or_else(|e| panic!("{context}: commit: {e}"));
                     last = pending;
                 } else {
-                    txn.rollback();
+                    txn.rollback().unwrap();
                 }
             }
         }

@@ -685,7 +685,7 @@ impl Harness {
                     .unwrap_or_else(|e| panic!("step {step}: commit: {e}"));
                 self.models = pending;
             }
-            TxnEnd::Rollback => txn.rollback(),
+            TxnEnd::Rollback => txn.rollback().unwrap(),
             TxnEnd::Drop => drop(txn),
         }
     }

@@ -618,7 +618,7 @@ fn transaction_overlay_in_both_directions() {
             .0,
         b"b"
     );
-    txn.rollback();
+    txn.rollback().unwrap();
     assert_contents(&db, &table, &seen);
     db.verify().expect("verify");
 }

@@ -15,13 +15,32 @@
 //!   [5 10]   [20 30 40]   [50 60]         emit 30, 40; next refill starts at key 50
 //! ```
 //!
-//! Entries seen are those committed to the tree at the time each leaf is read.
+//! Entries seen are those in the tree at the time each leaf is read. With a [`ReadView`]
+//! (every scan through `Db` and `Transaction` has one), each leaf's batch then goes through
+//! the lock manager's protocol R1–R4 (`lock.rs`): keys another transaction holds are
+//! replaced by their committed before-images over exactly the key range the leaf covered,
+//! and the batch is read again if a rollback raced with it.
 
 use super::node::NodeKind;
 use super::tree::{BTree, ROOT_PAGE};
 use crate::error::Result;
-use std::collections::VecDeque;
+use crate::lock::{LockManager, TxnId};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
+
+/// Who reads, for the lock manager: committed data only, plus the reader's own writes.
+#[derive(Clone)]
+pub(crate) struct ReadView {
+    pub(crate) locks: Arc<LockManager>,
+    pub(crate) reader: Option<TxnId>,
+}
+
+impl std::fmt::Debug for ReadView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadView({:?})", self.reader)
+    }
+}
 
 /// Where the next refill starts.
 #[derive(Debug, Clone)]
@@ -41,6 +60,7 @@ pub struct RangeIter {
     /// The far end of the range: upper bound going forward, lower bound in reverse.
     end: Bound<Vec<u8>>,
     buffered: VecDeque<(Vec<u8>, Vec<u8>)>,
+    view: Option<ReadView>,
 }
 
 impl RangeIter {
@@ -60,7 +80,14 @@ impl RangeIter {
             cursor,
             end,
             buffered: VecDeque::new(),
+            view: None,
         }
+    }
+
+    /// Reads through `view` (see the module doc).
+    pub(crate) fn with_view(mut self, view: ReadView) -> RangeIter {
+        self.view = Some(view);
+        self
     }
 
     /// Reads the next leaf in scan order into `buffered`.
@@ -71,7 +98,51 @@ impl RangeIter {
                 Cursor::From(bound) => (true, bound.clone()),
                 Cursor::Before(bound) => (false, bound.clone()),
             };
+            let saved = self.cursor.clone();
+            let epoch = self
+                .view
+                .as_ref()
+                .map(|view| view.locks.read_epoch(self.tree.space_id()));
             let next_fence = self.read_leaf(forward, &start)?;
+            let last = matches!(self.cursor, Cursor::Finished) || next_fence.is_none();
+            if let (Some(view), Some(epoch)) = (self.view.clone(), epoch) {
+                // The keys this leaf answered for: from `start` to its fence, within `end`.
+                let (lower, upper) = match (forward, &next_fence) {
+                    (true, Some(fence)) if !last => {
+                        (start.clone(), tighter_upper(&self.end, fence))
+                    }
+                    (false, Some(fence)) if !last => {
+                        (tighter_lower(&self.end, fence), start.clone())
+                    }
+                    (true, _) => (start.clone(), self.end.clone()),
+                    (false, _) => (self.end.clone(), start.clone()),
+                };
+                let overrides = view.locks.foreign_overrides(
+                    self.tree.space_id(),
+                    as_ref(&lower),
+                    as_ref(&upper),
+                    view.reader,
+                );
+                if !overrides.is_empty() {
+                    let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.buffered.drain(..).collect();
+                    for (key, value) in overrides {
+                        match value {
+                            Some(value) => merged.insert(key, value),
+                            None => merged.remove(&key),
+                        };
+                    }
+                    self.buffered = if forward {
+                        merged.into_iter().collect()
+                    } else {
+                        merged.into_iter().rev().collect()
+                    };
+                }
+                if !view.locks.read_is_stable(epoch) {
+                    self.buffered.clear();
+                    self.cursor = saved;
+                    continue;
+                }
+            }
             self.cursor = match (&self.cursor, forward, next_fence) {
                 (Cursor::Finished, _, _) | (_, _, None) => Cursor::Finished,
                 (_, true, Some(fence)) => Cursor::From(Bound::Included(fence)),
@@ -137,6 +208,28 @@ impl RangeIter {
             current = next;
         }
     }
+}
+
+/// The tighter of the scan's upper `end` and a leaf's upper fence (exclusive).
+fn tighter_upper(end: &Bound<Vec<u8>>, fence: &[u8]) -> Bound<Vec<u8>> {
+    if before_upper(fence, end) {
+        Bound::Excluded(fence.to_vec())
+    } else {
+        end.clone()
+    }
+}
+
+/// The tighter of the scan's lower `end` and a leaf's lower fence (inclusive).
+fn tighter_lower(end: &Bound<Vec<u8>>, fence: &[u8]) -> Bound<Vec<u8>> {
+    if past_lower(fence, end) {
+        Bound::Included(fence.to_vec())
+    } else {
+        end.clone()
+    }
+}
+
+fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    bound.as_ref().map(Vec::as_slice)
 }
 
 fn past_lower(key: &[u8], lower: &Bound<Vec<u8>>) -> bool {

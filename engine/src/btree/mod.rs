@@ -15,5 +15,6 @@ mod tree;
 mod verify;
 
 pub use iter::RangeIter;
+pub(crate) use iter::ReadView;
 pub use tree::{BTree, MAX_VALUE_LEN, ROOT_PAGE};
 pub use verify::TreeStats;

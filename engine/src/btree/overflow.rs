@@ -11,15 +11,29 @@
 //! 8      ..   chunk
 //! ```
 //!
-//! Writing holds at most two page guards at a time (the page being filled and the next
-//! one), so a 16 MiB value works with a buffer pool far smaller than the value.
+//! **Durability.** A chain is written *before* the leaf that will point at it, in
+//! mini-transactions of a few pages each (`mtr::pages_per_mtr`: an mtr keeps its pages
+//! latched, and a 16 MiB value must work through a 1 MiB pool). It is freed *after* the leaf stopped
+//! pointing at it: its pages are turned into zeroed free pages a few per mtr, keeping their
+//! links (the overflow page's `next_page` sits where a free page's link does), and one
+//! small mtr then splices the whole chain onto the free list. The price: a crash between the chain's mtrs and
+//! the leaf's (or between the leaf's and the free) leaves the chain's pages allocated but
+//! unreachable. They are never corrupt, only lost space, and `verify` reports them as
+//! `leaked_pages` instead of failing.
 
 use crate::buffer::BufferPool;
 use crate::error::{Error, Result};
+use crate::mtr::{pages_per_mtr, Mtr};
 use crate::page::{PageId, PageType, BODY_START};
-use crate::space::Allocator;
+use crate::space::{Allocator, NEXT_FREE_OFFSET};
+use std::sync::Arc;
+use strongbox_wal::Log;
 
 const NEXT_OFFSET: usize = BODY_START;
+const _: () = assert!(
+    NEXT_OFFSET == NEXT_FREE_OFFSET,
+    "a chain splices onto the free list"
+);
 const CHUNK_LEN_OFFSET: usize = NEXT_OFFSET + 4;
 const CHUNK_OFFSET: usize = CHUNK_LEN_OFFSET + 4;
 
@@ -32,24 +46,57 @@ fn read_u32(frame: &[u8], offset: usize) -> u32 {
     u32::from_le_bytes(frame[offset..offset + 4].try_into().expect("4 bytes"))
 }
 
-/// Writes `value` into a new chain and returns its first page.
-pub fn write_chain(alloc: &Allocator, body_end: usize, value: &[u8]) -> Result<u32> {
-    let capacity = chunk_capacity(body_end);
-    let mut chunks = value.chunks(capacity).peekable();
-    let mut current = alloc.allocate(PageType::Overflow)?;
-    let first = current.id().page_no;
-    while let Some(chunk) = chunks.next() {
-        current[CHUNK_LEN_OFFSET..CHUNK_OFFSET]
-            .copy_from_slice(&(chunk.len() as u32).to_le_bytes());
-        current[CHUNK_OFFSET..CHUNK_OFFSET + chunk.len()].copy_from_slice(chunk);
-        if chunks.peek().is_none() {
-            break;
+/// Writes `value` into a new chain and returns its first page. On failure the pages
+/// written so far are given back.
+pub(crate) fn write_chain(
+    alloc: &Allocator,
+    log: Option<&Arc<Log>>,
+    body_end: usize,
+    value: &[u8],
+) -> Result<u32> {
+    let mut written = Vec::new();
+    match write_chain_pages(alloc, log, body_end, value, &mut written) {
+        Ok(()) => Ok(written[0]),
+        Err(error) => {
+            for page_no in written {
+                let freed = Mtr::start(log, alloc.pool())
+                    .and_then(|mtr| alloc.free(&mtr, page_no).and_then(|()| mtr.commit()));
+                if freed.is_err() {
+                    break; // the rest stays leaked; the first error is the one to report
+                }
+            }
+            Err(error)
         }
-        let next = alloc.allocate(PageType::Overflow)?;
-        current[NEXT_OFFSET..CHUNK_LEN_OFFSET].copy_from_slice(&next.id().page_no.to_le_bytes());
-        current = next;
     }
-    Ok(first)
+}
+
+fn write_chain_pages(
+    alloc: &Allocator,
+    log: Option<&Arc<Log>>,
+    body_end: usize,
+    value: &[u8],
+    written: &mut Vec<u32>,
+) -> Result<()> {
+    let space_id = alloc.space().id();
+    let chunks: Vec<&[u8]> = value.chunks(chunk_capacity(body_end)).collect();
+    for group in chunks.chunks(pages_per_mtr(alloc.pool())) {
+        let mtr = Mtr::start(log, alloc.pool())?;
+        for chunk in group {
+            let mut page = alloc.allocate(&mtr, PageType::Overflow)?;
+            let page_no = page.id().page_no;
+            page[CHUNK_LEN_OFFSET..CHUNK_OFFSET]
+                .copy_from_slice(&(chunk.len() as u32).to_le_bytes());
+            page[CHUNK_OFFSET..CHUNK_OFFSET + chunk.len()].copy_from_slice(chunk);
+            drop(page);
+            if let Some(&previous) = written.last() {
+                let mut previous = mtr.write(PageId::new(space_id, previous))?;
+                previous[NEXT_OFFSET..CHUNK_LEN_OFFSET].copy_from_slice(&page_no.to_le_bytes());
+            }
+            written.push(page_no);
+        }
+        mtr.commit()?;
+    }
+    Ok(())
 }
 
 /// Reads a whole chain of `total_len` bytes starting at `first`.
@@ -118,11 +165,36 @@ pub fn chain_pages(
     Ok(pages)
 }
 
-/// Returns every page of a chain to the free list.
-pub fn free_chain(pool: &BufferPool, alloc: &Allocator, first: u32, total_len: u32) -> Result<()> {
-    for page_no in chain_pages(pool, alloc, first, total_len)? {
-        alloc.free(page_no)?;
+/// Returns every page of a chain to the free list (see the module doc): the pages become
+/// free pages (zeroed, so a deleted value of an unencrypted table does not linger in the
+/// file) a few per mtr, keeping their links; then one small mtr splices the whole chain
+/// onto the free list.
+pub(crate) fn free_chain(
+    pool: &BufferPool,
+    alloc: &Allocator,
+    log: Option<&Arc<Log>>,
+    first: u32,
+    total_len: u32,
+) -> Result<()> {
+    let pages = chain_pages(pool, alloc, first, total_len)?;
+    let space_id = alloc.space().id();
+    for group in pages.chunks(pages_per_mtr(alloc.pool())) {
+        let mtr = Mtr::start(log, alloc.pool())?;
+        for &page_no in group {
+            let id = PageId::new(space_id, page_no);
+            let mut page = mtr.write(id)?;
+            let next: [u8; 4] = page[NEXT_OFFSET..CHUNK_LEN_OFFSET]
+                .try_into()
+                .expect("4 bytes");
+            crate::page::init_frame(&mut page, PageType::Free, id, 0);
+            page[NEXT_FREE_OFFSET..NEXT_FREE_OFFSET + 4].copy_from_slice(&next);
+        }
+        mtr.commit()?;
     }
+    let last = *pages.last().expect("a chain has at least one page");
+    let mtr = Mtr::start(log, alloc.pool())?;
+    alloc.free_linked(&mtr, first, last, pages.len() as u32)?;
+    mtr.commit()?;
     Ok(())
 }
 

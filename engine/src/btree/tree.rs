@@ -31,10 +31,12 @@ use super::node::{self, LeafValue, Node, NodeError, NodeKind, NodeMut};
 use super::overflow;
 use crate::buffer::{BufferPool, PageMut, PageRef};
 use crate::error::{Error, Result};
+use crate::mtr::Mtr;
 use crate::page::{self, PageId, PageType, BODY_START};
 use crate::space::Allocator;
 use std::ops::Range;
 use std::sync::Arc;
+use strongbox_wal::Log;
 
 /// Page number of every tree's root.
 pub const ROOT_PAGE: u32 = 1;
@@ -105,6 +107,8 @@ impl Pending<'_> {
 pub struct BTree {
     pub(super) pool: Arc<BufferPool>,
     pub(super) alloc: Arc<Allocator>,
+    /// Where every change is logged (`None`: unlogged, for unit tests and temporary data).
+    pub(super) log: Option<Arc<Log>>,
     /// The node area of a page frame.
     pub(super) body: Range<usize>,
 }
@@ -118,24 +122,37 @@ enum Attempt<T> {
 
 impl BTree {
     /// Creates the empty tree of a new space: page 1 becomes an empty leaf.
-    pub fn create(pool: Arc<BufferPool>, alloc: Arc<Allocator>) -> Result<BTree> {
-        let tree = BTree::open(pool, alloc);
-        let mut root = tree.alloc.allocate(PageType::BtreeLeaf)?;
+    pub fn create(
+        pool: Arc<BufferPool>,
+        alloc: Arc<Allocator>,
+        log: Option<Arc<Log>>,
+    ) -> Result<BTree> {
+        let tree = BTree::open(pool, alloc, log);
+        let mtr = tree.start_mtr()?;
+        let mut root = tree.alloc.allocate(&mtr, PageType::BtreeLeaf)?;
         if root.id().page_no != ROOT_PAGE {
             return Err(tree.corrupt(root.id().page_no, "a new tree's first page is not page 1"));
         }
         NodeMut::init(&mut root[tree.body.clone()], NodeKind::Leaf, 0);
+        drop(root);
+        mtr.commit()?;
         Ok(tree)
     }
 
     /// The tree of an existing space.
-    pub fn open(pool: Arc<BufferPool>, alloc: Arc<Allocator>) -> BTree {
+    pub fn open(pool: Arc<BufferPool>, alloc: Arc<Allocator>, log: Option<Arc<Log>>) -> BTree {
         let page_size = pool.page_size();
         BTree {
             pool,
             alloc,
+            log,
             body: BODY_START..page::body_end(page_size),
         }
+    }
+
+    /// A mini-transaction on this tree's log.
+    pub(crate) fn start_mtr(&self) -> Result<Mtr> {
+        Mtr::start(self.log.as_ref(), &self.pool)
     }
 
     /// The buffer pool holding this tree's pages: it identifies the open database the tree
@@ -178,12 +195,7 @@ impl BTree {
             });
         }
         let stored = self.store_value(key, value)?;
-        let replaced = match self.put_optimistic(key, &stored) {
-            Ok(Attempt::Done(replaced)) => Ok(replaced),
-            Ok(Attempt::Restart) => self.put_pessimistic(key, &stored),
-            Err(e) => Err(e),
-        };
-        match replaced {
+        match self.put_stored(key, &stored) {
             Ok(old) => self.release_value(old),
             Err(e) => {
                 // The new value never became reachable; give its pages back.
@@ -193,12 +205,25 @@ impl BTree {
         }
     }
 
+    /// One mtr: puts the entry in the leaf, splitting as needed. Returns what it replaced.
+    fn put_stored(&self, key: &[u8], stored: &Stored) -> Result<Option<Stored>> {
+        let mtr = self.start_mtr()?;
+        let replaced = match self.put_optimistic(&mtr, key, stored)? {
+            Attempt::Done(replaced) => replaced,
+            Attempt::Restart => self.put_pessimistic(&mtr, key, stored)?,
+        };
+        mtr.commit()?;
+        Ok(replaced)
+    }
+
     /// Removes `key`; true if it was there.
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
-        let removed = match self.delete_optimistic(key)? {
+        let mtr = self.start_mtr()?;
+        let removed = match self.delete_optimistic(&mtr, key)? {
             Attempt::Done(removed) => removed,
-            Attempt::Restart => self.delete_pessimistic(key)?,
+            Attempt::Restart => self.delete_pessimistic(&mtr, key)?,
         };
+        mtr.commit()?;
         let found = removed.is_some();
         self.release_value(removed)?;
         Ok(found)
@@ -241,7 +266,8 @@ impl BTree {
         if value.len() <= node::max_inline_value(self.body.len(), key.len()) {
             return Ok(Stored::Inline(value.to_vec()));
         }
-        let first_page = overflow::write_chain(&self.alloc, self.body.end, value)?;
+        let first_page =
+            overflow::write_chain(&self.alloc, self.log.as_ref(), self.body.end, value)?;
         Ok(Stored::Overflow {
             total_len: value.len() as u32,
             first_page,
@@ -253,7 +279,13 @@ impl BTree {
             Some(Stored::Overflow {
                 total_len,
                 first_page,
-            }) => overflow::free_chain(&self.pool, &self.alloc, first_page, total_len),
+            }) => overflow::free_chain(
+                &self.pool,
+                &self.alloc,
+                self.log.as_ref(),
+                first_page,
+                total_len,
+            ),
             _ => Ok(()),
         }
     }
@@ -261,12 +293,12 @@ impl BTree {
     // ---- insert -----------------------------------------------------------------------
 
     /// The leaf for `key`, write-latched, reached with shared latches above it (rule 3).
-    fn descend_for_write(&self, key: &[u8]) -> Result<PageMut> {
+    fn descend_for_write(&self, mtr: &Mtr, key: &[u8]) -> Result<PageMut> {
         loop {
             let root = self.pool.read(self.id(ROOT_PAGE))?;
             if self.node(&root)?.kind() == NodeKind::Leaf {
                 drop(root);
-                let root = self.pool.write(self.id(ROOT_PAGE))?;
+                let root = mtr.write(self.id(ROOT_PAGE))?;
                 if self.node(&root)?.kind() == NodeKind::Leaf {
                     return Ok(root);
                 }
@@ -277,7 +309,7 @@ impl BTree {
                 let node = self.node(&parent)?;
                 let child = node.child(node.child_index_for(key));
                 if node.level() == 1 {
-                    return self.pool.write(self.id(child));
+                    return mtr.write(self.id(child));
                 }
                 let next = self.pool.read(self.id(child))?;
                 parent = next;
@@ -285,8 +317,13 @@ impl BTree {
         }
     }
 
-    fn put_optimistic(&self, key: &[u8], value: &Stored) -> Result<Attempt<Option<Stored>>> {
-        let mut leaf = self.descend_for_write(key)?;
+    fn put_optimistic(
+        &self,
+        mtr: &Mtr,
+        key: &[u8],
+        value: &Stored,
+    ) -> Result<Attempt<Option<Stored>>> {
+        let mut leaf = self.descend_for_write(mtr, key)?;
         let position = self.node(&leaf)?.search(key);
         let body = self.body.clone();
         match position {
@@ -309,10 +346,10 @@ impl BTree {
     }
 
     /// Rule 4 for inserts. Returns the value that was replaced, if any.
-    fn put_pessimistic(&self, key: &[u8], value: &Stored) -> Result<Option<Stored>> {
+    fn put_pessimistic(&self, mtr: &Mtr, key: &[u8], value: &Stored) -> Result<Option<Stored>> {
         // A branch is safe if it can take any separator; the leaf, if it can take this
         // entry (a leaf cell may be a few bytes larger than the largest separator).
-        let mut path = self.descend_exclusive(key, |node| match node.kind() {
+        let mut path = self.descend_exclusive(mtr, key, |node| match node.kind() {
             NodeKind::Branch => node.free_space() >= node::max_branch_cell_len(self.body.len()),
             NodeKind::Leaf => node.would_fit_leaf(key.len(), value.as_leaf_value()),
         })?;
@@ -343,7 +380,7 @@ impl BTree {
         // every page that can take before changing anything (one per latched level, plus
         // one more for a root split), so that a failed allocation leaves the tree exactly as
         // it was — InnoDB reserves free extents before a split for the same reason.
-        let mut spares = self.reserve_pages(path.len() + 2)?;
+        let mut spares = self.reserve_pages(mtr, path.len() + 2)?;
         if replaced.is_some() {
             // A replaced value that does not fit in place goes in as a new cell.
             self.node_mut(&mut leaf)?.remove(index);
@@ -353,10 +390,8 @@ impl BTree {
             key,
             value: value.as_leaf_value(),
         };
-        let split = self.split_upwards(path, leaf, pending, &mut spares);
-        let released = self.release_pages(spares);
-        split?;
-        released?;
+        self.split_upwards(path, leaf, pending, &mut spares)?;
+        self.release_pages(mtr, spares)?;
         Ok(replaced)
     }
 
@@ -365,10 +400,11 @@ impl BTree {
     /// branch, the index of the child taken.
     fn descend_exclusive(
         &self,
+        mtr: &Mtr,
         key: &[u8],
         safe: impl Fn(&Node<'_>) -> bool,
     ) -> Result<Vec<(PageMut, usize)>> {
-        let root = self.pool.write(self.id(ROOT_PAGE))?;
+        let root = mtr.write(self.id(ROOT_PAGE))?;
         let mut path: Vec<(PageMut, usize)> = vec![(root, 0)];
         loop {
             let (top, _) = path.last().expect("non-empty");
@@ -379,7 +415,7 @@ impl BTree {
             let child_index = node.child_index_for(key);
             let child_no = node.child(child_index);
             path.last_mut().expect("non-empty").1 = child_index;
-            let child = self.pool.write(self.id(child_no))?;
+            let child = mtr.write(self.id(child_no))?;
             if safe(&self.node(&child)?) {
                 path.clear();
             }
@@ -476,19 +512,11 @@ impl BTree {
         Ok(())
     }
 
-    /// Allocates `count` pages for a split; on failure gives back the ones it got.
-    fn reserve_pages(&self, count: usize) -> Result<Vec<PageMut>> {
-        let mut pages = Vec::with_capacity(count);
-        for _ in 0..count {
-            match self.alloc.allocate(PageType::BtreeLeaf) {
-                Ok(page) => pages.push(page),
-                Err(error) => {
-                    let _ = self.release_pages(pages);
-                    return Err(error);
-                }
-            }
-        }
-        Ok(pages)
+    /// Allocates `count` pages for a split (on failure the mtr's abort gives them back).
+    fn reserve_pages(&self, mtr: &Mtr, count: usize) -> Result<Vec<PageMut>> {
+        (0..count)
+            .map(|_| self.alloc.allocate(mtr, PageType::BtreeLeaf))
+            .collect()
     }
 
     /// A reserved page, its header retyped for the node it will hold.
@@ -502,19 +530,19 @@ impl BTree {
     }
 
     /// Returns unused reserved pages to the free list.
-    fn release_pages(&self, pages: Vec<PageMut>) -> Result<()> {
+    fn release_pages(&self, mtr: &Mtr, pages: Vec<PageMut>) -> Result<()> {
         let page_nos: Vec<u32> = pages.iter().map(|page| page.id().page_no).collect();
         drop(pages);
         for page_no in page_nos {
-            self.alloc.free(page_no)?;
+            self.alloc.free(mtr, page_no)?;
         }
         Ok(())
     }
 
     // ---- delete -----------------------------------------------------------------------
 
-    fn delete_optimistic(&self, key: &[u8]) -> Result<Attempt<Option<Stored>>> {
-        let mut leaf = self.descend_for_write(key)?;
+    fn delete_optimistic(&self, mtr: &Mtr, key: &[u8]) -> Result<Attempt<Option<Stored>>> {
+        let mut leaf = self.descend_for_write(mtr, key)?;
         let is_root = leaf.id().page_no == ROOT_PAGE;
         let node = self.node(&leaf)?;
         let Ok(index) = node.search(key) else {
@@ -530,8 +558,9 @@ impl BTree {
 
     /// Rule 4 for deletes: an emptied leaf is freed and unlinked from its parent; a branch
     /// left without children is freed in turn; a root branch with a single child absorbs it.
-    fn delete_pessimistic(&self, key: &[u8]) -> Result<Option<Stored>> {
-        let mut path = self.descend_exclusive(key, |node| node.len() >= 2)?;
+    /// The frees come last, after every latch (the allocation lock's place in the order).
+    fn delete_pessimistic(&self, mtr: &Mtr, key: &[u8]) -> Result<Option<Stored>> {
+        let mut path = self.descend_exclusive(mtr, key, |node| node.len() >= 2)?;
         let (mut leaf, _) = path.pop().expect("the path ends at a leaf");
         let node = self.node(&leaf)?;
         let Ok(index) = node.search(key) else {
@@ -544,10 +573,11 @@ impl BTree {
         } else {
             None
         };
+        let mut to_free = Vec::new();
         while let Some(page) = emptied.take() {
             let page_no = page.id().page_no;
             drop(page);
-            self.alloc.free(page_no)?;
+            to_free.push(page_no);
             let Some((mut parent, child_index)) = path.pop() else {
                 return Err(self.corrupt(page_no, "an emptied page has no latched parent"));
             };
@@ -560,14 +590,18 @@ impl BTree {
         }
         if let Some((root, _)) = path.into_iter().next() {
             if root.id().page_no == ROOT_PAGE {
-                self.collapse_root(root)?;
+                self.collapse_root(mtr, root, &mut to_free)?;
             }
+        }
+        for page_no in to_free {
+            self.alloc.free(mtr, page_no)?;
         }
         Ok(Some(old))
     }
 
-    /// While the root is a branch with one child and no separators, pull the child up.
-    fn collapse_root(&self, mut root: PageMut) -> Result<()> {
+    /// While the root is a branch with one child and no separators, pull the child up;
+    /// the pulled-up pages join `to_free`.
+    fn collapse_root(&self, mtr: &Mtr, mut root: PageMut, to_free: &mut Vec<u32>) -> Result<()> {
         let body = self.body.clone();
         loop {
             let node = self.node(&root)?;
@@ -581,7 +615,7 @@ impl BTree {
                 NodeMut::init(&mut root[body], NodeKind::Leaf, 0);
                 return Ok(());
             }
-            let child = self.pool.write(self.id(child_no))?;
+            let child = mtr.write(self.id(child_no))?;
             let child_type = if self.node(&child)?.kind() == NodeKind::Leaf {
                 PageType::BtreeLeaf
             } else {
@@ -590,7 +624,7 @@ impl BTree {
             page::init_frame(&mut root, child_type, self.id(ROOT_PAGE), 0);
             root[body.clone()].copy_from_slice(&child[body.clone()]);
             drop(child);
-            self.alloc.free(child_no)?;
+            to_free.push(child_no);
         }
     }
 
@@ -668,7 +702,7 @@ mod tests {
         spaces.insert(Arc::clone(&space));
         let pool = BufferPool::new(64 * 4096, 4096, spaces as _).unwrap();
         let alloc = Arc::new(Allocator::new(space, Arc::clone(&pool)));
-        BTree::create(pool, alloc).unwrap()
+        BTree::create(pool, alloc, None).unwrap()
     }
 
     fn contents(tree: &BTree) -> Vec<(Vec<u8>, Vec<u8>)> {

@@ -15,8 +15,9 @@
 //!                                        pool poisoned (rule 9) ──▶ exit
 //! ```
 //!
-//! A pass writes through `Core::write_back` like every other write, so the WAL rule and
-//! the dirty-flag protocol (rules 5, 7, 8) hold for it too.
+//! A pass writes through `Core::write_batch` like every other write, so the WAL rule, the
+//! dirty-flag protocol and, with a doublewrite attached, the doublewrite order (rules 5, 7,
+//! 8, 11) hold for it too. It only tries latches and skips busy frames (rule 10).
 
 use super::pool::Core;
 use crate::error::{Error, Result};

@@ -238,12 +238,22 @@ impl fmt::Debug for PageRef {
 /// A page pinned in the pool and latched exclusively; the frame is dirty.
 ///
 /// Dereferences mutably to the whole frame. Dropping it releases the latch and then the
-/// pin; the page cleaner or an eviction writes the change later.
+/// pin; the page cleaner or an eviction writes the change later — unless the guard was
+/// handed out by a mini-transaction ([`PageMut::kept_by`]): then dropping it gives the
+/// latched page back to that mtr, which holds it until it commits (`mtr.rs`).
 pub struct PageMut {
     id: PageId,
-    // Field order matters: the latch is released before the pin.
-    latch: WriteLatch,
-    _pin: Pin,
+    /// The latch and the pin; `None` only while being handed to a keeper in `drop`. In a
+    /// tuple the latch drops first, then the pin.
+    held: Option<(WriteLatch, Pin)>,
+    keeper: Option<Arc<dyn Keeper>>,
+}
+
+/// Whoever takes a [`PageMut`] back when it is dropped: a mini-transaction keeps the
+/// latch of every page it changed until its redo is logged (`docs/durability.md` rule 2).
+pub(crate) trait Keeper: Send + Sync {
+    /// Takes the page, still latched (a guard with no keeper).
+    fn keep(&self, page: PageMut);
 }
 
 impl PageMut {
@@ -251,27 +261,57 @@ impl PageMut {
     pub(super) fn new(id: PageId, latch: WriteLatch, pin: Pin) -> PageMut {
         PageMut {
             id,
-            latch,
-            _pin: pin,
+            held: Some((latch, pin)),
+            keeper: None,
         }
+    }
+
+    /// Makes `keeper` receive this page when the guard is dropped.
+    pub(crate) fn kept_by(mut self, keeper: Arc<dyn Keeper>) -> PageMut {
+        self.keeper = Some(keeper);
+        self
     }
 
     /// The page this guard holds.
     pub fn id(&self) -> PageId {
         self.id
     }
+
+    pub(super) fn frame(&self) -> &Frame {
+        self.held.as_ref().expect("held until dropped").1.frame()
+    }
+}
+
+impl super::BufferPool {
+    /// Marks `page` clean: its changes must never reach disk (an aborted mini-transaction's
+    /// new page, which was never logged). The caller holds its latch.
+    pub(crate) fn forget_changes(&self, page: &PageMut) {
+        self.core.take_dirty(page.frame());
+    }
+}
+
+impl Drop for PageMut {
+    fn drop(&mut self) {
+        if let Some(keeper) = self.keeper.take() {
+            keeper.keep(PageMut {
+                id: self.id,
+                held: self.held.take(),
+                keeper: None,
+            });
+        }
+    }
 }
 
 impl Deref for PageMut {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.latch
+        &self.held.as_ref().expect("held until dropped").0
     }
 }
 
 impl DerefMut for PageMut {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.latch
+        &mut self.held.as_mut().expect("held until dropped").0
     }
 }
 

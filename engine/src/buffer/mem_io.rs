@@ -11,12 +11,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 /// An in-memory [`PageIo`] that counts its calls and fails on request.
 ///
+/// It has no codec: the stored form of a frame is the frame itself (`encode_page` copies
+/// it). So it suits a doublewrite only if the frames are valid stored pages, since the
+/// doublewrite refuses anything else.
+///
 /// Reading a page that was never written fails like reading past the end of a file. A
 /// failed read scribbles over the frame first, as a half-done read might, so tests can
 /// check that such bytes are never handed out.
 #[derive(Debug, Default)]
 pub struct MemPageIo {
-    /// Guards the stored pages: what `write_page` last wrote for each id.
+    /// Guards the stored pages: what `write_stored` last wrote for each id.
     pages: Mutex<HashMap<PageId, Vec<u8>>>,
     reads: AtomicU64,
     writes: AtomicU64,
@@ -38,12 +42,12 @@ impl MemPageIo {
         self.reads.load(SeqCst)
     }
 
-    /// Calls of `write_page` so far, failed ones included.
+    /// Calls of `write_stored` (also through `write_page`) so far, failed ones included.
     pub fn writes(&self) -> u64 {
         self.writes.load(SeqCst)
     }
 
-    /// Calls of `sync` so far.
+    /// Calls of `sync` and `sync_space` so far.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(SeqCst)
     }
@@ -53,7 +57,8 @@ impl MemPageIo {
         self.fail_reads.store(fail, SeqCst);
     }
 
-    /// From now on, every `write_page` and `sync` fails (`true`) or works again.
+    /// From now on, every `write_stored`, `sync` and `sync_space` fails (`true`) or works
+    /// again.
     pub fn fail_writes(&self, fail: bool) {
         self.fail_writes.store(fail, SeqCst);
     }
@@ -66,6 +71,18 @@ impl MemPageIo {
     /// How many distinct pages have been written.
     pub fn page_count(&self) -> usize {
         self.pages.lock().len()
+    }
+
+    fn sync_as(&self, path: PathBuf) -> Result<()> {
+        self.syncs.fetch_add(1, SeqCst);
+        if self.fail_writes.load(SeqCst) {
+            return Err(Error::Io {
+                op: "sync",
+                path,
+                source: io::Error::other("injected failure"),
+            });
+        }
+        Ok(())
     }
 
     fn error(op: &'static str, id: PageId, kind: io::ErrorKind, why: &str) -> Error {
@@ -104,7 +121,11 @@ impl PageIo for MemPageIo {
         }
     }
 
-    fn write_page(&self, id: PageId, frame: &[u8]) -> Result<()> {
+    fn encode_page(&self, _id: PageId, frame: &[u8]) -> Result<Vec<u8>> {
+        Ok(frame.to_vec())
+    }
+
+    fn write_stored(&self, id: PageId, stored: &[u8]) -> Result<()> {
         self.writes.fetch_add(1, SeqCst);
         if self.fail_writes.load(SeqCst) {
             return Err(Self::error(
@@ -114,19 +135,15 @@ impl PageIo for MemPageIo {
                 "injected failure",
             ));
         }
-        self.pages.lock().insert(id, frame.to_vec());
+        self.pages.lock().insert(id, stored.to_vec());
         Ok(())
     }
 
+    fn sync_space(&self, space_id: u32) -> Result<()> {
+        self.sync_as(PathBuf::from(format!("<memory>/space-{space_id}")))
+    }
+
     fn sync(&self) -> Result<()> {
-        self.syncs.fetch_add(1, SeqCst);
-        if self.fail_writes.load(SeqCst) {
-            return Err(Error::Io {
-                op: "sync",
-                path: PathBuf::from("<memory>"),
-                source: io::Error::other("injected failure"),
-            });
-        }
-        Ok(())
+        self.sync_as(PathBuf::from("<memory>"))
     }
 }

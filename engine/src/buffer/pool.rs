@@ -9,6 +9,7 @@ use super::stats::{BufferStats, Counters};
 use super::table::PageTable;
 use super::writeback::Pass;
 use super::PageIo;
+use crate::doublewrite::Doublewrite;
 use crate::error::{Error, Result};
 use crate::page::PageId;
 use crossbeam::channel::{self, Receiver, Sender};
@@ -31,7 +32,7 @@ const WAIT_SLICE: Duration = Duration::from_millis(10);
 /// the caller decides the latch order (the B+tree goes top-down). Hold no guards while
 /// calling `flush_all` or `discard_space`: they wait for latches.
 pub struct BufferPool {
-    core: Arc<Core>,
+    pub(super) core: Arc<Core>,
     /// Guards the page cleaner's handle; `None` while no cleaner runs.
     cleaner: Mutex<Option<Cleaner>>,
 }
@@ -48,6 +49,8 @@ pub(super) struct Core {
     pub(super) unpinned: Arc<UnpinSignal>,
     pub(super) replacer: Box<dyn Replacer>,
     pub(super) io: Arc<dyn PageIo>,
+    /// Once set, every page write goes through it in batches (rule 11, `writeback.rs`).
+    pub(super) doublewrite: OnceLock<Arc<Doublewrite>>,
     pub(super) counters: Counters,
     /// The first write failure (rule 9); once set, the pool refuses all work.
     pub(super) poison: OnceLock<String>,
@@ -119,6 +122,7 @@ impl BufferPool {
             unpinned,
             replacer: replacer(frames),
             io,
+            doublewrite: OnceLock::new(),
             counters: Counters::default(),
             poison: OnceLock::new(),
             wake: channel::bounded(1),
@@ -179,8 +183,32 @@ impl BufferPool {
         }
     }
 
+    /// From now on, writes every page through `dw`: encoded, into its slots and synced,
+    /// then home and synced, in batches of up to `dw.slots()` pages (rule 11). Attach it
+    /// before the first page is written; only the first call counts. `dw` must have been
+    /// recovered if its file existed (`Doublewrite::recover`), or every write fails and
+    /// poisons the pool.
+    ///
+    /// Fails with `InvalidOption` if `dw` holds pages of another size than the pool's.
+    pub fn attach_doublewrite(&self, dw: Arc<Doublewrite>) -> Result<()> {
+        if dw.page_size().len() != self.core.page_size {
+            return Err(Error::InvalidOption {
+                name: "doublewrite",
+                problem: format!(
+                    "{} holds pages of {} bytes, the buffer pool pages of {}",
+                    dw.path().display(),
+                    dw.page_size(),
+                    self.core.page_size
+                ),
+            });
+        }
+        let _ = self.core.doublewrite.set(dw);
+        Ok(())
+    }
+
     /// Writes every dirty page, then makes them durable with `PageIo::sync`: a checkpoint
-    /// or a clean close. Pages changed while it runs may or may not be included.
+    /// or a clean close. Pages changed while it runs may or may not be included. With a
+    /// doublewrite attached, each batch is durable before the next begins.
     pub fn flush_all(&self) -> Result<()> {
         self.core.check_poison()?;
         self.core.write_pass(Pass::Checkpoint)?;

@@ -1,22 +1,53 @@
-//! How frames get back to disk: eviction of a dirty victim, the page cleaner's pass and
-//! `flush_all`'s pass all end in `Core::write_back`, the one place a page is written
-//! (rule 7), which is also where the WAL rule will be enforced (rule 8).
+//! How frames get back to disk. Eviction of a dirty victim, the page cleaner's pass and
+//! `flush_all`'s pass all *take* dirty frames into a batch and end in `Core::write_batch`,
+//! the one place pages are written (rule 7).
 //!
 //! The rules are in the [module doc](super). The ones this file keeps:
 //!
 //! * a victim is claimed only under its shard lock, unpinned and clean (rules 2, 6);
-//! * the dirty flag is cleared under the latch before the write and set again if it fails
-//!   (rule 5);
+//! * the dirty flag is cleared under the latch before the page is encoded and set again
+//!   if the write fails (rule 5);
+//! * a taken frame stays pinned and latched upgradable until its home write is done
+//!   (rule 7), and nobody waits for a latch while holding a batch (rule 10);
 //! * a failed write poisons the pool (rule 9).
+//!
+//! # One batch
+//!
+//! Without a doublewrite a batch holds one page, written home unsynced; `flush_all` syncs
+//! every space at its end. With one
+//! ([`BufferPool::attach_doublewrite`](super::BufferPool::attach_doublewrite)) a batch
+//! holds up to [`Doublewrite::slots`] pages (and at most half the frames, so misses still
+//! find victims), and goes:
+//!
+//! ```text
+//!   take each frame: pin, try the upgradable latch, clear dirty       rules 5, 7, 10
+//!   PageIo::encode_page each      WAL rule, checksum, encrypt         rule 8
+//!   Doublewrite::write_batch:
+//!     1, 2  slots written, doublewrite.dbw synced                     R1
+//!     3     write_home: PageIo::write_stored each page
+//!     4     write_home: PageIo::sync_space each space written         R2
+//!   release the latches and pins; on failure first set dirty again   rules 5, 9
+//! ```
+//!
+//! An eviction writes its one dirty victim as a batch of one. The cleaner's pass skips
+//! frames whose latch is busy; `flush_all`'s pass writes its batch out first and then waits
+//! for the latch (rule 10).
 
 use super::frame::{Frame, FrameId, Pin};
 use super::pool::Core;
+use crate::doublewrite::{Doublewrite, StoredPage};
 use crate::error::Result;
 use crate::page::PageId;
+use parking_lot::{ArcRwLockUpgradableReadGuard, RawRwLock};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Victims a miss tries before it waits; claims fail only when racing with other threads.
 const MAX_PROPOSALS: usize = 32;
+
+/// A frame's latch in upgradable-read mode, owning an `Arc` of the lock so that a batch can
+/// hold several.
+type WriteBackLatch = ArcRwLockUpgradableReadGuard<RawRwLock, Box<[u8]>>;
 
 /// The outcome of trying to take a victim from the page table.
 enum Claim {
@@ -28,20 +59,29 @@ enum Claim {
     Busy,
 }
 
-/// Whether a write-back waits for the frame's latch.
+/// Whether taking a frame waits for its latch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
     Yes,
     No,
 }
 
-/// The outcome of `Core::write_back`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriteBack {
-    Written,
+/// A dirty frame on its way to disk: pinned, latched upgradable, its dirty flag cleared.
+/// Until it is dropped, writers of the page wait and nobody else writes or evicts it.
+struct Taken {
+    id: PageId,
+    // Field order matters: the latch is released before the pin.
+    latch: WriteBackLatch,
+    pin: Pin,
+}
+
+/// The outcome of `Core::take`.
+enum Take {
+    Taken(Taken),
+    /// Not dirty (written by someone else meanwhile), or orphaned: nothing to write.
     Clean,
-    /// `Wait::No` and the latch was taken.
-    Busy,
+    /// `Wait::No` and the latch was held; the pin is handed back.
+    Busy(Pin),
 }
 
 /// Which frames a write pass visits.
@@ -55,7 +95,8 @@ pub(super) enum Pass {
 
 impl Core {
     /// Asks the replacer for victims until one can be claimed. Writes a dirty victim back
-    /// first (rule 6). Only *tries* latches: the caller may hold latches of its own.
+    /// first, as a batch of one (rule 6). Only *tries* latches: the caller may hold latches
+    /// of its own.
     pub(super) fn evict(&self) -> Result<Option<FrameId>> {
         let evictable = |f: FrameId| self.frames[f].pin_count() == 0;
         for _ in 0..MAX_PROPOSALS {
@@ -75,10 +116,16 @@ impl Core {
                 Claim::Dirty(pin) => {
                     // The cleaner is behind, or this would not be needed.
                     self.wake_cleaner();
-                    let outcome = self.write_back(pin.frame(), id, Wait::No)?;
-                    drop(pin);
-                    if outcome != WriteBack::Busy && matches!(self.try_claim(f, id), Claim::Claimed)
-                    {
+                    let written = match self.take(pin, id, Wait::No) {
+                        Take::Taken(taken) => {
+                            self.write_batch(&mut vec![taken])?;
+                            true
+                        }
+                        Take::Clean => true,
+                        Take::Busy(_) => false,
+                    };
+                    // The batch (and with it the pin) is gone by now.
+                    if written && matches!(self.try_claim(f, id), Claim::Claimed) {
                         return Ok(Some(f));
                     }
                 }
@@ -105,40 +152,96 @@ impl Core {
         Claim::Claimed
     }
 
-    /// Writes `frame`, which holds page `id` and which the caller has pinned, if it is
-    /// dirty. Every page write goes through here (rule 7).
-    fn write_back(&self, frame: &Frame, id: PageId, wait: Wait) -> Result<WriteBack> {
+    /// Latches the frame `pin` holds, which holds page `id`, in upgradable-read mode and
+    /// takes its dirty flag (rules 5, 7).
+    fn take(&self, pin: Pin, id: PageId, wait: Wait) -> Take {
         let latch = match wait {
-            Wait::Yes => frame.latch.upgradable_read(),
-            Wait::No => match frame.latch.try_upgradable_read() {
+            Wait::Yes => pin.frame().latch.upgradable_read_arc(),
+            Wait::No => match pin.frame().latch.try_upgradable_read_arc() {
                 Some(latch) => latch,
-                None => return Ok(WriteBack::Busy),
+                None => return Take::Busy(pin),
             },
         };
         // An orphan was discarded while we waited: its space is gone, so write nothing.
-        if frame.is_orphaned() || !self.take_dirty(frame) {
-            return Ok(WriteBack::Clean);
+        if pin.frame().is_orphaned() || !self.take_dirty(pin.frame()) {
+            return Take::Clean;
         }
-        // Rule 8, the WAL rule, belongs exactly here once the redo log exists: before the
-        // page may reach disk, make the log durable up to the page's LSN, e.g.
-        // `self.wal.flush_to(page_lsn(&latch))?` (re-dirtying the frame if that fails).
-        if let Err(err) = self.io.write_page(id, &latch) {
-            self.mark_dirty(frame); // rule 5: the change still exists only here
-            self.poison(err.to_string()); // rule 9
-            return Err(err);
-        }
-        self.counters.pages_written.fetch_add(1, Relaxed);
-        Ok(WriteBack::Written)
+        Take::Taken(Taken { id, latch, pin })
     }
 
-    /// Writes the frames `pass` selects, shard by shard, pinning one frame at a time.
-    /// Returns how many it wrote.
-    pub(super) fn write_pass(&self, pass: Pass) -> Result<u64> {
-        let (wanted, wait): (fn(&Frame) -> bool, Wait) = match pass {
-            // Clean frames too: one may be mid-write by someone else (rule 7).
-            Pass::Checkpoint => (|_| true, Wait::Yes),
-            Pass::Cleaner => (|frame| frame.is_dirty() && frame.pin_count() == 0, Wait::No),
+    /// Writes the frames of `batch` and empties it, releasing their latches and pins; the
+    /// one place pages are written (rule 7). Returns how many it wrote. On failure every
+    /// frame of the batch is dirty again (rule 5) and the pool is poisoned (rule 9).
+    fn write_batch(&self, batch: &mut Vec<Taken>) -> Result<u64> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let written = match self.doublewrite.get() {
+            None => batch
+                .iter()
+                .try_for_each(|taken| self.io.write_page(taken.id, &taken.latch)),
+            Some(dw) => self.write_through(dw, batch),
         };
+        if let Err(err) = written {
+            for taken in batch.drain(..) {
+                self.mark_dirty(taken.pin.frame()); // the change still exists only here
+            }
+            self.poison(err.to_string());
+            return Err(err);
+        }
+        let count = batch.len() as u64;
+        self.counters.pages_written.fetch_add(count, Relaxed);
+        batch.clear();
+        Ok(count)
+    }
+
+    /// Encodes the batch (the WAL rule runs in `encode_page`) and sends it through the
+    /// doublewrite, which calls back for the home writes (rule 11).
+    fn write_through(&self, dw: &Doublewrite, batch: &[Taken]) -> Result<()> {
+        let stored = batch
+            .iter()
+            .map(|taken| self.io.encode_page(taken.id, &taken.latch))
+            .collect::<Result<Vec<_>>>()?;
+        let pages: Vec<StoredPage<'_>> = batch
+            .iter()
+            .zip(&stored)
+            .map(|(taken, stored)| (taken.id, &stored[..]))
+            .collect();
+        dw.write_batch(&pages, &mut |home| self.write_home(home))
+    }
+
+    /// Steps 3 and 4 of the doublewrite protocol: every image home, then a sync of every
+    /// space written, before returning `Ok`.
+    fn write_home(&self, pages: &[StoredPage<'_>]) -> Result<()> {
+        let mut spaces = BTreeSet::new();
+        for &(id, stored) in pages {
+            self.io.write_stored(id, stored)?;
+            spaces.insert(id.space_id);
+        }
+        spaces
+            .into_iter()
+            .try_for_each(|space_id| self.io.sync_space(space_id))
+    }
+
+    /// How many frames a pass takes before it writes them: one without a doublewrite, else
+    /// up to the slot count, but never more than half the frames.
+    fn batch_capacity(&self) -> usize {
+        match self.doublewrite.get() {
+            None => 1,
+            Some(dw) => (dw.slots() as usize).min(self.frames.len() / 2).max(1),
+        }
+    }
+
+    /// Writes the frames `pass` selects, shard by shard, in batches. Returns how many it
+    /// wrote.
+    pub(super) fn write_pass(&self, pass: Pass) -> Result<u64> {
+        let wanted: fn(&Frame) -> bool = match pass {
+            // Clean frames too: one may be mid-write by someone else (rule 7).
+            Pass::Checkpoint => |_| true,
+            Pass::Cleaner => |frame| frame.is_dirty() && frame.pin_count() == 0,
+        };
+        let capacity = self.batch_capacity();
+        let mut batch = Vec::with_capacity(capacity);
         let mut candidates = Vec::new();
         let mut written = 0;
         for shard in self.table.shards() {
@@ -154,11 +257,23 @@ impl Core {
                 let Some(pin) = self.pin_if_mapped(f, id, wanted) else {
                     continue; // evicted or changed since the shard was read
                 };
-                if self.write_back(pin.frame(), id, wait)? == WriteBack::Written {
-                    written += 1;
+                // Rule 10: only try the latch while the batch holds frames.
+                let take = match self.take(pin, id, Wait::No) {
+                    Take::Busy(pin) if pass == Pass::Checkpoint => {
+                        written += self.write_batch(&mut batch)?;
+                        self.take(pin, id, Wait::Yes)
+                    }
+                    take => take,
+                };
+                if let Take::Taken(taken) = take {
+                    batch.push(taken);
+                    if batch.len() >= capacity {
+                        written += self.write_batch(&mut batch)?;
+                    }
                 }
             }
         }
+        written += self.write_batch(&mut batch)?;
         Ok(written)
     }
 

@@ -9,56 +9,58 @@
 //!   list is empty (`page_count` is the high-water mark; the file grows when the page is
 //!   first written).
 //! * `free` zeroes the page's body (so freed pages of unencrypted tables do not keep deleted
-//!   records), links it in as the new head, and writes it through the buffer pool — so on
-//!   disk a free page is encrypted like any other page of its space.
+//!   records) and links it in as the new head; on disk a free page is encrypted like any
+//!   other page of its space.
 //!
-//! Lock order: the allocation mutex is taken before the latch of any *free* page, and
-//! callers may hold latches of *tree* pages while allocating; tree pages and free pages are
-//! disjoint, so no cycle can form.
+//! Both work inside a mini-transaction (`mtr.rs`): the free-list pages they touch are
+//! latched through it and logged with the rest of the operation, and the page-0 fields
+//! (`page_count`, `free_head`, `free_count`) change under the space's allocation lock,
+//! which the mtr takes here and holds until its redo is appended (a `SpaceHeader` record).
+//!
+//! Lock order: callers latch the *tree* pages they need first; the allocation lock comes
+//! after them, and *free* pages (which no tree path latches) after it. So no cycle forms.
 
 use super::SpaceFile;
-use crate::buffer::BufferPool;
+use crate::buffer::{BufferPool, PageMut};
 use crate::error::{Error, Result};
+use crate::mtr::Mtr;
 use crate::page::{self, PageId, PageType, BODY_START};
-use parking_lot::Mutex;
 use std::sync::Arc;
 
-const NEXT_FREE_OFFSET: usize = BODY_START;
+/// Where a free page keeps the number of the next one.
+pub const NEXT_FREE_OFFSET: usize = BODY_START;
 
 /// Allocates and frees the pages of one space.
 #[derive(Debug)]
 pub struct Allocator {
     space: Arc<SpaceFile>,
     pool: Arc<BufferPool>,
-    /// Serialises changes to the free list and the page count.
-    lock: Mutex<()>,
 }
 
 impl Allocator {
     pub fn new(space: Arc<SpaceFile>, pool: Arc<BufferPool>) -> Allocator {
-        Allocator {
-            space,
-            pool,
-            lock: Mutex::new(()),
-        }
+        Allocator { space, pool }
     }
 
     pub fn space(&self) -> &Arc<SpaceFile> {
         &self.space
     }
 
-    /// A page number that is now the caller's; its frame is zeroed and typed `page_type`.
-    pub fn allocate(&self, page_type: PageType) -> Result<crate::buffer::PageMut> {
-        let _lock = self.lock.lock();
+    pub(crate) fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
+    }
+
+    /// A page number that is now the caller's, latched through `mtr`; its frame is zeroed
+    /// and typed `page_type`.
+    pub(crate) fn allocate(&self, mtr: &Mtr, page_type: PageType) -> Result<PageMut> {
+        mtr.lock_allocation(&self.space);
         let (head, page_count) = {
             let header = self.space.header();
             (header.free_head, header.page_count)
         };
-        let page_no = if head != 0 {
-            let next = {
-                let free_page = self.pool.read(self.id(head))?;
-                read_next_free(&free_page)
-            };
+        let mut frame = if head != 0 {
+            let frame = mtr.write(self.id(head))?;
+            let next = read_next_free(&frame);
             if next != 0 && next >= page_count {
                 return Err(Error::Corrupt {
                     path: self.space.path().to_path_buf(),
@@ -69,28 +71,28 @@ impl Allocator {
                 h.free_head = next;
                 h.free_count = h.free_count.saturating_sub(1);
             });
-            head
+            frame
         } else {
-            let page_no = page_count;
-            if page_no == u32::MAX {
+            if page_count == u32::MAX {
                 return Err(Error::Corrupt {
                     path: self.space.path().to_path_buf(),
                     problem: "tablespace is full (2^32 pages)".into(),
                 });
             }
             self.space.update_header(|h| h.page_count += 1);
-            page_no
+            mtr.create(self.id(page_count))?
         };
-        let mut frame = self.pool.create(self.id(page_no))?;
-        page::init_frame(&mut frame, page_type, self.id(page_no), 0);
+        let id = frame.id();
+        page::init_frame(&mut frame, page_type, id, 0);
         Ok(frame)
     }
 
-    /// Returns `page_no` to the free list. The caller must no longer reference it.
-    pub fn free(&self, page_no: u32) -> Result<()> {
-        let _lock = self.lock.lock();
+    /// Returns `page_no` to the free list, inside `mtr`. The caller must no longer
+    /// reference it.
+    pub(crate) fn free(&self, mtr: &Mtr, page_no: u32) -> Result<()> {
+        mtr.lock_allocation(&self.space);
         let head = self.space.header().free_head;
-        let mut frame = self.pool.create(self.id(page_no))?;
+        let mut frame = mtr.write(self.id(page_no))?;
         page::init_frame(&mut frame, PageType::Free, self.id(page_no), 0);
         frame[NEXT_FREE_OFFSET..NEXT_FREE_OFFSET + 4].copy_from_slice(&head.to_le_bytes());
         drop(frame);
@@ -101,9 +103,24 @@ impl Allocator {
         Ok(())
     }
 
+    /// Returns `count` pages already linked `first -> ... -> last` through the free-list
+    /// link (an overflow chain) in one step: only `last` and page 0 change.
+    pub(crate) fn free_linked(&self, mtr: &Mtr, first: u32, last: u32, count: u32) -> Result<()> {
+        mtr.lock_allocation(&self.space);
+        let head = self.space.header().free_head;
+        let mut frame = mtr.write(self.id(last))?;
+        frame[NEXT_FREE_OFFSET..NEXT_FREE_OFFSET + 4].copy_from_slice(&head.to_le_bytes());
+        drop(frame);
+        self.space.update_header(|h| {
+            h.free_head = first;
+            h.free_count += count;
+        });
+        Ok(())
+    }
+
     /// Every page on the free list, in list order (for `verify`).
     pub fn free_pages(&self) -> Result<Vec<u32>> {
-        let _lock = self.lock.lock();
+        let _no_allocation_meanwhile = self.space.allocation_lock().lock();
         let header = self.space.header();
         let mut pages = Vec::with_capacity(header.free_count as usize);
         let mut next = header.free_head;

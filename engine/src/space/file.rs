@@ -6,7 +6,7 @@
 //! space's data key. Page 0 (the [`SpaceHeader`]) never enters the buffer pool: the header
 //! lives in memory here and is written whole, synced, by [`SpaceFile::persist_header`].
 
-use super::header::{EncryptionRecord, Generation, SpaceHeader, SpaceKind};
+use super::header::{AllocState, EncryptionRecord, Generation, SpaceHeader, SpaceKind};
 use super::nonce::NonceSource;
 use crate::btree::node;
 use crate::error::{Error, Result};
@@ -103,6 +103,13 @@ pub struct SpaceFile {
     header: Mutex<SpaceHeader>,
     /// Serialises page-0 writes, so a later snapshot never lands before an earlier one.
     header_write: Mutex<()>,
+    /// The allocation lock: held by a mini-transaction from its first allocation or free
+    /// in this space until its redo is appended (`mtr.rs`), so the allocation fields of
+    /// the in-memory header, read while holding it, include only logged changes.
+    allocation: Arc<Mutex<()>>,
+    /// The allocation fields page 0 on disk holds. Only a checkpoint changes them (after
+    /// making the log durable past them); a nonce reservation rewrites page 0 with these.
+    alloc_on_disk: Mutex<AllocState>,
     /// Guards the unwrapped data keys (replaced by rotation).
     keys: RwLock<SpaceKeys>,
     nonces: NonceSource,
@@ -159,8 +166,9 @@ impl SpaceFile {
         let file = vfs
             .open(path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", path, e))?;
+        let alloc = header.alloc();
         let space = SpaceFile::assemble(id, path, file, page_size, header, keys, counters);
-        space.persist_header()?;
+        space.persist_header(alloc)?;
         Ok(space)
     }
 
@@ -218,8 +226,10 @@ impl SpaceFile {
             file,
             page_size,
             nonces: NonceSource::new(header.nonce_reserved),
+            alloc_on_disk: Mutex::new(header.alloc()),
             header: Mutex::new(header),
             header_write: Mutex::new(()),
+            allocation: Arc::new(Mutex::new(())),
             keys: RwLock::new(keys),
             counters,
         }
@@ -245,6 +255,18 @@ impl SpaceFile {
     /// Changes the in-memory header (allocation); persisted by the next `persist_header`.
     pub(crate) fn update_header<T>(&self, change: impl FnOnce(&mut SpaceHeader) -> T) -> T {
         change(&mut self.header.lock())
+    }
+
+    /// The allocation lock (see the field's doc).
+    pub(crate) fn allocation_lock(&self) -> &Arc<Mutex<()>> {
+        &self.allocation
+    }
+
+    /// The allocation fields with every mini-transaction that changed them logged: read
+    /// under the allocation lock, so none is half-way.
+    pub(crate) fn logged_alloc(&self) -> AllocState {
+        let _no_mtr_in_flight = self.allocation.lock();
+        self.header.lock().alloc()
     }
 
     /// Reads page `page_no` and decodes it (verifying its checksum and decrypting it) into
@@ -317,9 +339,17 @@ impl SpaceFile {
             })
     }
 
-    /// Encodes `frame` (encrypting it with the current data key if the space is encrypted)
-    /// and writes it as page `page_no`. Not durable until [`SpaceFile::sync`].
+    /// Encodes `frame` and writes it as page `page_no`: [`encode_page`](Self::encode_page),
+    /// then [`write_stored`](Self::write_stored). Not durable until [`SpaceFile::sync`].
     pub fn write_page(&self, page_no: u32, frame: &[u8]) -> Result<()> {
+        let stored = self.encode_page(page_no, frame)?;
+        self.write_stored(page_no, &stored)
+    }
+
+    /// The stored bytes of `frame` as page `page_no`: checksummed and, if the space is
+    /// encrypted, encrypted with the current data key under a fresh write nonce. Writes
+    /// nothing (except page 0 when the nonce reservation runs out).
+    pub fn encode_page(&self, page_no: u32, frame: &[u8]) -> Result<Vec<u8>> {
         let encryption = self.check_data_page(page_no)?;
         let mut stored = vec![0u8; self.page_size.len()];
         match encryption {
@@ -357,11 +387,7 @@ impl SpaceFile {
                 .pages_encrypted
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.file
-            .write_at(&stored, self.offset_of(page_no))
-            .map_err(|e| Error::io("write page to", &self.path, e))?;
-        self.counters.pages_written.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(stored)
     }
 
     /// Makes every page written so far durable.
@@ -371,20 +397,28 @@ impl SpaceFile {
             .map_err(|e| Error::io("sync", &self.path, e))
     }
 
-    /// Writes page 0 from the in-memory header and syncs the file.
-    pub fn persist_header(&self) -> Result<()> {
+    /// Writes page 0 from the in-memory header, with `alloc` as its allocation fields, and
+    /// syncs the file. The caller makes sure the redo of every change `alloc` reflects is
+    /// durable first (the WAL rule for page 0): see `SpaceSet::persist_headers`.
+    pub fn persist_header(&self, alloc: AllocState) -> Result<()> {
         let _ordered = self.header_write.lock();
-        let snapshot = self.header.lock().clone();
-        self.write_header(&snapshot)
+        let mut snapshot = self.header.lock().clone();
+        snapshot.set_alloc(alloc);
+        self.write_header(&snapshot)?;
+        *self.alloc_on_disk.lock() = alloc;
+        Ok(())
     }
 
+    /// Page 0 with a new nonce reservation, and the allocation fields page 0 already holds
+    /// (the live ones may not be logged yet).
     fn reserve_nonces(&self, new_limit: u64) -> Result<()> {
         let _ordered = self.header_write.lock();
-        let snapshot = {
+        let mut snapshot = {
             let mut header = self.header.lock();
             header.nonce_reserved = new_limit;
             header.clone()
         };
+        snapshot.set_alloc(*self.alloc_on_disk.lock());
         self.write_header(&snapshot)
     }
 
@@ -435,6 +469,45 @@ impl SpaceFile {
             });
         }
         Ok(sealing)
+    }
+
+    /// Writes `stored`, bytes made by [`encode_page`](Self::encode_page) (or a doublewrite
+    /// copy of them), as page `page_no`. Not durable until [`SpaceFile::sync`]. Unlike
+    /// `encode_page` it does not check `page_no` against the page count: doublewrite
+    /// recovery restores pages that page 0 on disk may not count yet.
+    pub fn write_stored(&self, page_no: u32, stored: &[u8]) -> Result<()> {
+        if page_no == 0 {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                problem: "page 0 is the space header; only the header code writes it".into(),
+            });
+        }
+        if stored.len() != self.page_size.len() {
+            return Err(Error::Page {
+                path: self.path.clone(),
+                source: page::PageError::SizeMismatch {
+                    expected: self.page_size.len(),
+                    got: stored.len(),
+                },
+            });
+        }
+        self.file
+            .write_at(stored, self.offset_of(page_no))
+            .map_err(|e| Error::io("write page to", &self.path, e))?;
+        self.counters.pages_written.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The bytes page `page_no` holds in the file, neither checked nor decrypted (for
+    /// doublewrite recovery, which judges them with `HomeState::of`). `None` when the page
+    /// lies wholly or partly past the end of the file.
+    pub fn read_stored(&self, page_no: u32) -> Result<Option<Vec<u8>>> {
+        let mut stored = vec![0u8; self.page_size.len()];
+        match self.file.read_at(&mut stored, self.offset_of(page_no)) {
+            Ok(()) => Ok(Some(stored)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(Error::io("read page from", &self.path, e)),
+        }
     }
 }
 

@@ -119,6 +119,48 @@ pub struct SpaceHeader {
     pub encryption: Option<EncryptionRecord>,
 }
 
+/// The allocation fields of page 0: what a mini-transaction that allocates or frees pages
+/// changes, and what its `SpaceHeader` redo record carries (`docs/durability.md` rule 3).
+///
+/// ```text
+/// SpaceHeader redo record image (little-endian)
+/// offset size field
+/// 0      4    page_count
+/// 4      4    free_head
+/// 8      4    free_count
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllocState {
+    pub page_count: u32,
+    pub free_head: u32,
+    pub free_count: u32,
+}
+
+impl AllocState {
+    /// Bytes of [`AllocState::encode`].
+    pub const ENCODED_LEN: usize = 12;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
+        for field in [self.page_count, self.free_head, self.free_count] {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+        out
+    }
+
+    /// `None` unless `bytes` is exactly [`AllocState::ENCODED_LEN`] long.
+    pub fn decode(bytes: &[u8]) -> Option<AllocState> {
+        if bytes.len() != Self::ENCODED_LEN {
+            return None;
+        }
+        Some(AllocState {
+            page_count: u32_at(bytes, 0),
+            free_head: u32_at(bytes, 4),
+            free_count: u32_at(bytes, 8),
+        })
+    }
+}
+
 /// Why a page 0 body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("space header: {0}")]
@@ -133,6 +175,22 @@ fn put_u32(body: &mut [u8], offset: usize, value: u32) {
 }
 
 impl SpaceHeader {
+    /// The allocation fields.
+    pub fn alloc(&self) -> AllocState {
+        AllocState {
+            page_count: self.page_count,
+            free_head: self.free_head,
+            free_count: self.free_count,
+        }
+    }
+
+    /// Replaces the allocation fields.
+    pub fn set_alloc(&mut self, alloc: AllocState) {
+        self.page_count = alloc.page_count;
+        self.free_head = alloc.free_head;
+        self.free_count = alloc.free_count;
+    }
+
     /// Writes the header into the body area of a page-0 frame (`frame` is the whole page).
     pub fn write(&self, frame: &mut [u8]) {
         let body = &mut frame[BODY_START..BODY_START + HEADER_BODY_LEN];

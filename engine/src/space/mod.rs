@@ -18,10 +18,10 @@ pub mod header;
 mod nonce;
 mod set;
 
-pub use alloc::Allocator;
+pub use alloc::{Allocator, NEXT_FREE_OFFSET};
 pub(crate) use file::SpaceKeys;
 pub use file::{probe_page_size, IoCounters, NewSpace, SpaceEncryption, SpaceFile};
-pub use header::{SpaceHeader, SpaceKind};
+pub use header::{AllocState, SpaceHeader, SpaceKind};
 pub use set::SpaceSet;
 
 /// The system tablespace's id.
@@ -36,4 +36,11 @@ pub fn file_name(id: u32) -> String {
         TEMP_SPACE_ID => "temp.sbd".to_string(),
         _ => format!("space-{id}.sbd"),
     }
+}
+
+/// The id of a table's tablespace file named `name` (`space-<id>.sbd`), if it is one.
+pub fn table_space_id(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("space-")?.strip_suffix(".sbd")?;
+    let id: u32 = digits.parse().ok()?;
+    (file_name(id) == name && id != SYSTEM_SPACE_ID && id != TEMP_SPACE_ID).then_some(id)
 }

@@ -3,21 +3,31 @@
 //! The buffer pool knows only page ids; `SpaceSet` implements [`PageIo`] by finding the
 //! space and letting it run the codec. This is the IO boundary of DESIGN §2: frames above
 //! it are plaintext, bytes below it are what the file holds.
+//!
+//! It is also where the **WAL rule** is enforced (`docs/durability.md` rule 1): once the
+//! redo log is attached ([`SpaceSet::attach_log`]), no page reaches its file before the
+//! log is durable up to the page's LSN, and no page 0 before the log is durable up to every
+//! allocation change it records.
 
 use super::SpaceFile;
 use crate::buffer::PageIo;
 use crate::error::{Error, Result};
+use crate::page::read_page_lsn;
 use crate::page::PageId;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::OnceLock;
+use strongbox_wal::Log;
 
 /// The open spaces of a database.
 #[derive(Debug, Default)]
 pub struct SpaceSet {
     /// Guards the id -> space map (changed by create/drop table; read on every page IO).
     spaces: RwLock<HashMap<u32, Arc<SpaceFile>>>,
+    /// The redo log, once the database has one (see the module doc).
+    log: OnceLock<Arc<Log>>,
 }
 
 impl SpaceSet {
@@ -51,12 +61,29 @@ impl SpaceSet {
         spaces
     }
 
-    /// Writes every space's page 0 (synced).
+    /// Makes page writes follow the WAL rule of `log` from now on. Only the first call
+    /// counts.
+    pub fn attach_log(&self, log: Arc<Log>) {
+        let _ = self.log.set(log);
+    }
+
+    /// Writes every space's page 0 (synced) with its logged allocation state, after making
+    /// the redo of that state durable.
     pub fn persist_headers(&self) -> Result<()> {
-        for space in self.all() {
-            space.persist_header()?;
+        let spaces = self.all();
+        let snapshots: Vec<_> = spaces.iter().map(|space| space.logged_alloc()).collect();
+        if let Some(log) = self.log.get() {
+            log.flush(log.current_lsn())?;
+        }
+        for (space, alloc) in spaces.iter().zip(snapshots) {
+            space.persist_header(alloc)?;
         }
         Ok(())
+    }
+
+    /// Space `space_id` if it is open (`get` treats a missing space as an error).
+    pub(crate) fn find(&self, space_id: u32) -> Option<Arc<SpaceFile>> {
+        self.spaces.read().get(&space_id).cloned()
     }
 }
 
@@ -65,8 +92,20 @@ impl PageIo for SpaceSet {
         self.get(id.space_id)?.read_page(id.page_no, frame)
     }
 
-    fn write_page(&self, id: PageId, frame: &[u8]) -> Result<()> {
-        self.get(id.space_id)?.write_page(id.page_no, frame)
+    /// Runs before the stored image can reach any file, the doublewrite slots included.
+    fn encode_page(&self, id: PageId, frame: &[u8]) -> Result<Vec<u8>> {
+        if let Some(log) = self.log.get() {
+            log.flush(read_page_lsn(frame))?; // the WAL rule
+        }
+        self.get(id.space_id)?.encode_page(id.page_no, frame)
+    }
+
+    fn write_stored(&self, id: PageId, stored: &[u8]) -> Result<()> {
+        self.get(id.space_id)?.write_stored(id.page_no, stored)
+    }
+
+    fn sync_space(&self, space_id: u32) -> Result<()> {
+        self.get(space_id)?.sync()
     }
 
     fn sync(&self) -> Result<()> {
