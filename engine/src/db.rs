@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use strongbox_keyring::provider::{self, FileKeyProvider, KeyProvider};
 use strongbox_keyring::source::KeyFileSource;
-use strongbox_wal::{Log, LogConfig, RecoveryReport, WalError};
+use strongbox_wal::{Log, LogConfig, LogStats, RecoveryReport, WalError};
 
 /// An open database. Cheap to clone; every clone refers to the same database.
 #[derive(Clone, Debug)]
@@ -121,6 +121,8 @@ pub struct Stats {
     pub frames: u64,
     /// Pages the background page cleaner has written.
     pub cleaner_flushes: u64,
+    /// The redo log's counters: records, commits, flush rounds, fsyncs, bytes, checkpoints.
+    pub log: LogStats,
 }
 
 /// What `Db::verify` checked.
@@ -511,6 +513,7 @@ impl Db {
             dirty_pages: pool.dirty_pages,
             frames: pool.frames,
             cleaner_flushes: pool.cleaner_flushes,
+            log: self.inner.log.stats(),
         }
     }
 

@@ -61,6 +61,6 @@ pub use catalog::Encrypted;
 pub use db::{Db, Recovered, Stats, VerifyReport};
 pub use error::{Error, Result};
 pub use options::{EncryptTables, KeySource, Options};
-pub use strongbox_wal::FlushAtCommit;
+pub use strongbox_wal::{FlushAtCommit, LogStats};
 pub use table::{Table, TableInfo, TableOptions};
 pub use txn::{Scan, Transaction};
