@@ -14,13 +14,19 @@
 //! encryption_algorithm = "aes_ctr"           # aes_ctr | aes_cbc | aes_gcm
 //! buffer_pool_size = "128M"                  # bytes, or with a K/M/G suffix
 //! page_size = 16384                          # 4096 … 65536, for a new database
+//! flush_log_at_commit = 1                    # 1: fsync per commit; 2: write, fsync 1/s; 0: 1/s
+//! encrypt_log = true                         # default: on unless encrypt_tables = off
+//! doublewrite = true                         # off only for benchmarks (torn pages!)
+//! lock_wait_timeout = 50                     # seconds a writer waits for a key lock
+//! log_file_size = "64M"                      # bytes per redo segment, for a new database
 //! ```
 
 use clap::Args;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use strongbox_engine::page::PageSize;
-use strongbox_engine::{EncryptTables, Options};
+use strongbox_engine::{EncryptTables, FlushAtCommit, Options};
 use strongbox_keyring::openssl_enc::{Digest, EncSettings, Kdf};
 use strongbox_keyring::Algorithm;
 
@@ -60,6 +66,16 @@ pub struct GlobalOptions {
     /// Key id of tables that do not name one.
     #[arg(long, global = true, value_name = "ID")]
     pub default_encryption_key_id: Option<u32>,
+    /// 1: fsync the redo log at every commit; 2: write at commit, fsync once a second;
+    /// 0: write and fsync once a second (MariaDB's innodb_flush_log_at_trx_commit).
+    #[arg(long, global = true, value_name = "0|1|2")]
+    pub flush_log_at_commit: Option<u8>,
+    /// Encrypt the redo log (key 1); default on unless encrypt_tables = off.
+    #[arg(long, global = true, value_name = "true|false")]
+    pub encrypt_log: Option<bool>,
+    /// The doublewrite buffer (torn-page protection); false only for benchmarks.
+    #[arg(long, global = true, value_name = "true|false")]
+    pub doublewrite: Option<bool>,
 }
 
 /// The config file's contents; every key optional.
@@ -77,6 +93,11 @@ struct ConfigFile {
     encryption_algorithm: Option<String>,
     buffer_pool_size: Option<toml::Value>,
     page_size: Option<u32>,
+    flush_log_at_commit: Option<u8>,
+    encrypt_log: Option<bool>,
+    doublewrite: Option<bool>,
+    lock_wait_timeout: Option<u64>,
+    log_file_size: Option<toml::Value>,
 }
 
 /// Everything resolved: config file, then flags on top.
@@ -92,6 +113,12 @@ pub struct Settings {
     pub encryption_algorithm: Algorithm,
     pub buffer_pool_size: usize,
     pub page_size: PageSize,
+    pub flush_log_at_commit: FlushAtCommit,
+    /// `None`: the engine's default (on unless `encrypt_tables = off`).
+    pub encrypt_log: Option<bool>,
+    pub doublewrite: bool,
+    pub lock_wait_timeout: Duration,
+    pub log_file_size: u64,
 }
 
 /// Where `--data` points when nothing says otherwise.
@@ -127,16 +154,19 @@ impl Settings {
             }
             (None, None) => Algorithm::AesCtr,
         };
-        let buffer_pool_size = match (&global.buffer_pool_size, &file.buffer_pool_size) {
-            (Some(text), _) => parse_size(text)?,
-            (None, Some(toml::Value::Integer(bytes))) => usize::try_from(*bytes)
-                .map_err(|_| "config buffer_pool_size is negative".to_string())?,
-            (None, Some(toml::Value::String(text))) => parse_size(text)?,
-            (None, Some(other)) => {
-                return Err(format!("config buffer_pool_size: {other} is not a size"))
-            }
-            (None, None) => 128 << 20,
+        let buffer_pool_size = match &global.buffer_pool_size {
+            Some(text) => parse_size(text)?,
+            None => config_size("buffer_pool_size", file.buffer_pool_size.as_ref())?
+                .unwrap_or(128 << 20),
         };
+        let level = global
+            .flush_log_at_commit
+            .or(file.flush_log_at_commit)
+            .unwrap_or(1);
+        let flush_log_at_commit = FlushAtCommit::from_level(level)
+            .ok_or_else(|| format!("flush_log_at_commit: {level} is not 0, 1 or 2"))?;
+        let log_file_size =
+            config_size("log_file_size", file.log_file_size.as_ref())?.unwrap_or(64 << 20) as u64;
         let page_size = match global.page_size.or(file.page_size) {
             Some(bytes) => PageSize::try_from(bytes).map_err(|e| e.to_string())?,
             None => PageSize::DEFAULT,
@@ -165,6 +195,11 @@ impl Settings {
             encryption_algorithm,
             buffer_pool_size,
             page_size,
+            flush_log_at_commit,
+            encrypt_log: global.encrypt_log.or(file.encrypt_log),
+            doublewrite: global.doublewrite.or(file.doublewrite).unwrap_or(true),
+            lock_wait_timeout: Duration::from_secs(file.lock_wait_timeout.unwrap_or(50)),
+            log_file_size,
         })
     }
 
@@ -176,7 +211,14 @@ impl Settings {
             .default_encryption_key_id(self.default_encryption_key_id)
             .encryption_algorithm(self.encryption_algorithm)
             .buffer_pool_size(self.buffer_pool_size)
-            .page_size(self.page_size);
+            .page_size(self.page_size)
+            .flush_log_at_commit(self.flush_log_at_commit)
+            .doublewrite(self.doublewrite)
+            .lock_wait_timeout(self.lock_wait_timeout)
+            .log_file_size(self.log_file_size);
+        if let Some(on) = self.encrypt_log {
+            options = options.encrypt_log(on);
+        }
         if let Some(keyfile) = &self.keyfile {
             options = options.keyfile(keyfile);
             if let Some(filekey) = &self.filekey {
@@ -191,6 +233,18 @@ fn read_config(path: &Path) -> Result<ConfigFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("config file {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("config file {}: {}", path.display(), e.message()))
+}
+
+/// A size from the config file: an integer, or a string like `64M`.
+fn config_size(name: &str, value: Option<&toml::Value>) -> Result<Option<usize>, String> {
+    match value {
+        None => Ok(None),
+        Some(toml::Value::Integer(bytes)) => usize::try_from(*bytes)
+            .map(Some)
+            .map_err(|_| format!("config {name} is negative")),
+        Some(toml::Value::String(text)) => parse_size(text).map(Some),
+        Some(other) => Err(format!("config {name}: {other} is not a size")),
+    }
 }
 
 /// `4096`, `64K`, `128M`, `2G` (powers of 1024).
@@ -246,5 +300,47 @@ mod tests {
         std::fs::write(&config, "no_such_setting = 1\n").unwrap();
         let error = Settings::resolve(&global).unwrap_err();
         assert!(error.contains("no_such_setting"), "{error}");
+    }
+
+    #[test]
+    fn durability_settings_resolve_with_defaults_and_refuse_bad_levels() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("s.toml");
+        let global = GlobalOptions {
+            config: Some(config.clone()),
+            ..GlobalOptions::default()
+        };
+        std::fs::write(&config, "").unwrap();
+        let defaults = Settings::resolve(&global).unwrap();
+        assert_eq!(defaults.flush_log_at_commit, FlushAtCommit::EveryCommit);
+        assert_eq!(defaults.encrypt_log, None);
+        assert!(defaults.doublewrite);
+        assert_eq!(defaults.log_file_size, 64 << 20);
+        std::fs::write(
+            &config,
+            "flush_log_at_commit = 2\nencrypt_log = false\ndoublewrite = false\n\
+             lock_wait_timeout = 3\nlog_file_size = \"1M\"\n",
+        )
+        .unwrap();
+        let from_file = Settings::resolve(&global).unwrap();
+        assert_eq!(from_file.flush_log_at_commit, FlushAtCommit::WriteAtCommit);
+        assert_eq!(from_file.encrypt_log, Some(false));
+        assert!(!from_file.doublewrite);
+        assert_eq!(from_file.lock_wait_timeout, Duration::from_secs(3));
+        assert_eq!(from_file.log_file_size, 1 << 20);
+        let flagged = GlobalOptions {
+            flush_log_at_commit: Some(0),
+            ..global.clone()
+        };
+        assert_eq!(
+            Settings::resolve(&flagged).unwrap().flush_log_at_commit,
+            FlushAtCommit::OncePerInterval
+        );
+        let bad = GlobalOptions {
+            flush_log_at_commit: Some(3),
+            ..global
+        };
+        let error = Settings::resolve(&bad).unwrap_err();
+        assert!(error.contains("not 0, 1 or 2"), "{error}");
     }
 }
