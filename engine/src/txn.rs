@@ -12,10 +12,12 @@
 //! ```
 //!
 //! The undo log is created and registered in the undo directory at the first write.
-//! **Commit**: one mtr marks the directory slot finished and carries the `Commit` record —
-//! that batch is the commit point — then `log.commit` waits as `flush_log_at_commit` says,
-//! and only then are the locks released (so readers never see a commit the log could
-//! lose) and the undo log purged. **Rollback** (also on drop, and when commit fails): the
+//! **Commit**: one mtr carries the `Commit` record and either frees a small undo log and
+//! clears its directory slot, or marks the slot finished (a large log is purged a few pages
+//! per mtr afterwards) — that batch is the commit point — then `log.commit` waits as
+//! `flush_log_at_commit` says, and only then are the locks released (so readers never see
+//! a commit the log could lose). Autocommit `Db::put` / `Db::delete` skip the undo log:
+//! one tree operation is one atomic mtr. **Rollback** (also on drop, and when commit fails): the
 //! undo records are put back newest first, each as an ordinary logged change, then the
 //! slot is marked finished with a `Rollback` record, the locks released and the log purged.
 //! After a crash, recovery does the same for every slot not marked finished
@@ -26,11 +28,11 @@
 //! at once. A rollback that fails half-way (an IO error) keeps its locks until restart,
 //! so nobody sees the half-restored keys; recovery finishes it.
 
-use crate::btree::{RangeIter, ReadView};
+use crate::btree::{BTree, RangeIter, ReadView};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::lock::{Acquired, Outcome, TxnId};
-use crate::mtr::Mtr;
+use crate::mtr::{pages_per_mtr, Mtr};
 use crate::recovery;
 use crate::table::Table;
 use crate::undo::{UndoLog, UndoRecord};
@@ -68,17 +70,50 @@ impl Db {
 
     /// Writes one key in its own transaction.
     pub fn put(&self, table: &Table, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut txn = self.begin()?;
-        txn.put(table, key, value)?;
-        txn.commit()
+        check_sizes(table, key, value)?;
+        self.autocommit(table, key, |tree| tree.put(key, value))
     }
 
     /// Deletes one key in its own transaction; true if it existed.
     pub fn delete(&self, table: &Table, key: &[u8]) -> Result<bool> {
-        let mut txn = self.begin()?;
-        let existed = txn.delete(table, key)?;
-        txn.commit()?;
-        Ok(existed)
+        self.autocommit(table, key, |tree| tree.delete(key))
+    }
+
+    /// A one-key transaction. It needs no undo log: its change is one B+tree operation, and
+    /// the operation's mtr is atomic by itself (a large value's overflow chain is written
+    /// first in mtrs of its own; a crash between them leaks the chain, never half a value).
+    /// So: lock the key, show readers its committed value, change the tree, make the
+    /// change durable as `flush_log_at_commit` says, release.
+    fn autocommit<T>(
+        &self,
+        table: &Table,
+        key: &[u8],
+        change: impl FnOnce(&BTree) -> Result<T>,
+    ) -> Result<T> {
+        self.check_open()?;
+        self.check_table(table)?;
+        let _alive = table.alive()?;
+        let inner = &self.inner;
+        let (id, space_id) = (inner.next_txn_id(), table.space_id());
+        inner
+            .locks()
+            .lock_exclusive(id, space_id, key)
+            .map_err(|timeout| timeout.for_table(table.name()))?;
+        let result = (|| {
+            let before = table.tree().get(key)?;
+            inner
+                .locks()
+                .capture_before_image(id, space_id, key, before);
+            let outcome = change(table.tree())?;
+            inner.log().commit(inner.log().current_lsn())?;
+            Ok(outcome)
+        })();
+        let outcome = match result {
+            Ok(_) => Outcome::Committed,
+            Err(_) => Outcome::RolledBack,
+        };
+        inner.locks().release_all(id, outcome);
+        result
     }
 
     /// A lazy scan of committed data in key order (`reverse` for descending).
@@ -152,19 +187,7 @@ impl<'db> Transaction<'db> {
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, table: &Table, key: &[u8], value: &[u8]) -> Result<()> {
-        let max = table.max_key_len();
-        if key.len() > max {
-            return Err(Error::KeyTooLarge {
-                len: key.len(),
-                max,
-            });
-        }
-        if value.len() > crate::btree::MAX_VALUE_LEN {
-            return Err(Error::ValueTooLarge {
-                len: value.len(),
-                max: crate::btree::MAX_VALUE_LEN,
-            });
-        }
+        check_sizes(table, key, value)?;
         self.write(table, key, Some(value))?;
         Ok(())
     }
@@ -197,21 +220,38 @@ impl<'db> Transaction<'db> {
         };
         let inner = &self.db.inner;
         let committed = (|| {
+            let pages = UndoLog::pages(&inner.pool, inner.system_alloc(), undo.first_page())?;
             let mut mtr = Mtr::start(Some(inner.log()), &inner.pool)?;
-            inner.undo_directory().mark_finished(&mtr, slot)?;
+            // A small log is freed in the commit's own mtr (pages first: the allocation
+            // lock comes before the directory page, as in `register`); a large one is
+            // marked finished and purged a few pages per mtr afterwards.
+            let purge_later = pages.len() > pages_per_mtr(&inner.pool);
+            if purge_later {
+                inner.undo_directory().mark_finished(&mtr, slot)?;
+            } else {
+                for &page_no in &pages {
+                    inner.system_alloc().free(&mtr, page_no)?;
+                }
+                inner.undo_directory().unregister(&mtr, slot)?;
+            }
             mtr.push_record(Record::Commit { txn_id: self.id });
             let lsn = mtr.commit()?.expect("a commit record was logged");
             inner.log().commit(lsn)?;
-            Ok(())
+            Ok(purge_later)
         })();
-        if let Err(error) = committed {
-            self.undo = Some((undo, slot));
-            let _ = self.roll_back();
-            return Err(error);
-        }
+        let purge_later = match committed {
+            Ok(purge_later) => purge_later,
+            Err(error) => {
+                self.undo = Some((undo, slot));
+                let _ = self.roll_back();
+                return Err(error);
+            }
+        };
         inner.locks().release_all(self.id, Outcome::Committed);
-        // The commit is durable; a purge that fails here is finished by the next start-up.
-        let _ = self.purge(&undo, slot);
+        if purge_later {
+            // The commit is durable; a purge that fails here is finished by the next start.
+            let _ = self.purge(&undo, slot);
+        }
         Ok(())
     }
 
@@ -321,6 +361,24 @@ impl Drop for Transaction<'_> {
 pub struct Scan {
     table: Table,
     entries: RangeIter,
+}
+
+/// Refuses a key or value the table cannot store, before anything is locked or logged.
+fn check_sizes(table: &Table, key: &[u8], value: &[u8]) -> Result<()> {
+    let max = table.max_key_len();
+    if key.len() > max {
+        return Err(Error::KeyTooLarge {
+            len: key.len(),
+            max,
+        });
+    }
+    if value.len() > crate::btree::MAX_VALUE_LEN {
+        return Err(Error::ValueTooLarge {
+            len: value.len(),
+            max: crate::btree::MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// The bounds of a range of `&[u8]` keys as a pair of `Bound<&[u8]>`.
