@@ -39,6 +39,15 @@
 //!      6     key_len     key
 //! ```
 //!
+//! **Room for MVCC** (issue 4 §2). InnoDB's clustered-index records carry the id of the
+//! transaction that last wrote them (`DB_TRX_ID`) and a pointer to the undo record holding
+//! the version before (`DB_ROLL_PTR`), which snapshot reads follow. The leaf cell keeps
+//! room for both: `value_kind` uses 1 bit of 8, and the snapshot-read work will give bit 7
+//! the meaning "a 16-byte version header follows the key: trx_id u64 | roll_ptr u64 (undo
+//! page ‖ offset, the same pointer as an undo record's `prev_undo`)". Today `check` refuses
+//! any `value_kind` but 0 and 1, so an older binary refuses such cells instead of misreading
+//! them.
+//!
 //! The slot array grows up from the header and cell content grows down from the end of the
 //! body. Cells sit anywhere in `content_start..b.len()`; only the slots are in key order.
 //!
