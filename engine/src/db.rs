@@ -93,6 +93,8 @@ pub(crate) struct DbInner {
 pub struct Recovered {
     /// Where and why the redo scan stopped (`None` for a new database).
     pub log_stop: Option<String>,
+    /// Torn pages rewritten from their doublewrite copies (phase A).
+    pub torn_pages_repaired: usize,
     /// Page changes redone.
     pub redo: usize,
     /// Transactions rolled back because they had not committed.
@@ -226,10 +228,13 @@ impl Db {
                 "LSN {} (block {}): {}",
                 report.stop.lsn, report.stop.block_no, report.stop.why
             ));
-            recovery::repair_torn_pages(&doublewrite, &spaces)?;
+            recovered.torn_pages_repaired = recovery::repair_torn_pages(&doublewrite, &spaces)?;
         }
         if options.doublewrite {
             pool.attach_doublewrite(Arc::clone(&doublewrite))?;
+        } else {
+            // Pages will go home without a copy: old copies must not outlive this point.
+            doublewrite.clear_slots()?;
         }
         if let Some(report) = &report {
             recovered.redo = redo::apply(&report.records, &spaces, &pool, |space_id| {

@@ -451,6 +451,22 @@ impl Doublewrite {
         Ok(report)
     }
 
+    /// Empties every slot (zeros, synced). For a database opened with `doublewrite = off`
+    /// after [`recover`](Self::recover): pages now go home without a copy here, so the
+    /// copies left from an earlier session are older than their homes and must never be
+    /// "restored" by a later recovery.
+    pub fn clear_slots(&self) -> Result<()> {
+        let state = self.state.lock();
+        self.check_reusable(state.reuse)?;
+        let zeros = vec![0u8; self.slots as usize * self.slot_len()];
+        self.file
+            .write_at(&zeros, slot_offset(0, self.page_size))
+            .map_err(|e| Error::io("clear slots of", &self.path, e))?;
+        self.file
+            .sync()
+            .map_err(|e| Error::io("sync", &self.path, e))
+    }
+
     fn slot_len(&self) -> usize {
         SLOT_HEADER_LEN + self.page_size.len()
     }

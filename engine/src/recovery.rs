@@ -22,9 +22,10 @@ use crate::space::SpaceSet;
 use crate::undo::{UndoLog, UndoRecord};
 use strongbox_wal::Record;
 
-/// Phase A over every space open in `spaces` (pages of other spaces wait for a later call).
-pub(crate) fn repair_torn_pages(doublewrite: &Doublewrite, spaces: &SpaceSet) -> Result<()> {
-    crate::doublewrite::repair_torn_pages(doublewrite, spaces).map(|_| ())
+/// Phase A over every space open in `spaces`; returns how many pages it rewrote.
+pub(crate) fn repair_torn_pages(doublewrite: &Doublewrite, spaces: &SpaceSet) -> Result<usize> {
+    crate::doublewrite::repair_torn_pages(doublewrite, spaces)
+        .map(|report| report.pages_repaired.len())
 }
 
 /// Phase C (see the module doc).
