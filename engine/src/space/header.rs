@@ -31,8 +31,20 @@
 //! 68     4    rotate_flags        0
 //! 72     8    reserved            0
 //! 80     224  generations         4 × { version u32, WrappedKey (52 bytes) }
-//! 304         end
+//! 304    4    copy_crc            CRC-32 of bytes 0..304 of this copy
+//! 308         end
 //! ```
+//!
+//! **Two copies.** Page 0 is not written through the doublewrite buffer, and losing it
+//! loses the wrapped data keys — the whole tablespace. So the header is written twice in
+//! the page: at the body start (bytes 48..356 of the page, inside the first 512-byte
+//! sector) and again at the middle of the page (`page_len / 2`, another 512-byte and, for
+//! pages above 4 KiB, another 4 KiB sector), each with its own CRC. A write torn at sector
+//! granularity leaves each copy whole, old or new, so when the page checksum fails
+//! [`SpaceHeader::read_copies`] takes the first copy whose CRC holds. Either is safe: every
+//! page-0 write is synced before anything relies on it (a checkpoint before the log is
+//! told, a nonce reservation before its nonces are used), so a crash mid-write means the
+//! old copy is still the one in force.
 
 use crate::page::header::{cipher_code, cipher_from_code};
 use crate::page::BODY_START;
@@ -66,8 +78,15 @@ const ROTATE_FLAGS_OFFSET: usize = ROTATE_TARGET_OFFSET + 4;
 const RESERVED2_OFFSET: usize = ROTATE_FLAGS_OFFSET + 4;
 const GENERATIONS_OFFSET: usize = RESERVED2_OFFSET + 8;
 const GENERATION_LEN: usize = 4 + WrappedKey::ENCODED_LEN;
-/// Bytes of the body the header uses.
+/// Bytes of one copy of the header, its CRC excluded.
 pub const HEADER_BODY_LEN: usize = GENERATIONS_OFFSET + MAX_GENERATIONS * GENERATION_LEN;
+/// Bytes of one copy with its CRC.
+const COPY_LEN: usize = HEADER_BODY_LEN + 4;
+
+/// Where the two copies of the header start in a page of `page_len` bytes.
+fn copy_offsets(page_len: usize) -> [usize; 2] {
+    [BODY_START, page_len / 2]
+}
 
 /// What a tablespace holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +212,34 @@ impl SpaceHeader {
 
     /// Writes the header into the body area of a page-0 frame (`frame` is the whole page).
     pub fn write(&self, frame: &mut [u8]) {
-        let body = &mut frame[BODY_START..BODY_START + HEADER_BODY_LEN];
+        for start in copy_offsets(frame.len()) {
+            self.write_copy(&mut frame[start..start + COPY_LEN]);
+        }
+    }
+
+    /// The header of a page-0 frame whose page checksum failed (a torn write): the first of
+    /// the two copies whose own CRC holds, or `None`.
+    pub fn read_copies(frame: &[u8]) -> Option<SpaceHeader> {
+        copy_offsets(frame.len()).into_iter().find_map(|start| {
+            let copy = frame.get(start..start + COPY_LEN)?;
+            let stored = u32::from_le_bytes(copy[HEADER_BODY_LEN..].try_into().ok()?);
+            if stored != crc32fast::hash(&copy[..HEADER_BODY_LEN]) {
+                return None;
+            }
+            let mut page = vec![0u8; BODY_START + HEADER_BODY_LEN];
+            page[BODY_START..].copy_from_slice(&copy[..HEADER_BODY_LEN]);
+            SpaceHeader::read(&page).ok()
+        })
+    }
+
+    /// One copy: the fields, then the CRC over them.
+    fn write_copy(&self, copy: &mut [u8]) {
+        self.write_fields(&mut copy[..HEADER_BODY_LEN]);
+        let crc = crc32fast::hash(&copy[..HEADER_BODY_LEN]);
+        copy[HEADER_BODY_LEN..COPY_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn write_fields(&self, body: &mut [u8]) {
         body.fill(0);
         body[MAGIC_OFFSET..FORMAT_OFFSET].copy_from_slice(MAGIC);
         put_u32(body, FORMAT_OFFSET, FORMAT_VERSION);
