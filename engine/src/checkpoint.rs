@@ -68,9 +68,14 @@ impl Checkpointer {
                 }
                 // Returns at once when the log is closed (after `ask_to_stop`).
                 if this.log.wait_checkpoint_needed(Duration::from_secs(1)) {
-                    // A failure poisons the pool (a write failed) or is a log error that
-                    // the next append reports; either way the foreground sees it.
-                    let _ = this.checkpoint();
+                    if let Err(error) = this.checkpoint() {
+                        // No checkpoint will free log space again (the pool is poisoned or
+                        // the log failed): fail the log, so appends waiting for space get
+                        // this error now instead of a "log full" a minute later.
+                        let error = std::io::Error::other(error.to_string());
+                        this.log.fail("checkpoint", error);
+                        return;
+                    }
                 }
             })
             .map_err(|e| crate::error::Error::io("start checkpoint thread", "", e))?;

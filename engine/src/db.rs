@@ -692,6 +692,9 @@ fn load_keyring(options: &Options) -> Result<LoadedKeyring> {
     }
 }
 
+/// The smallest redo-log segment, in pages (see `open_log`).
+pub(crate) const MIN_LOG_FILE_PAGES: u64 = 32;
+
 /// The redo log directory inside the data directory.
 pub(crate) const LOG_DIR: &str = "redo";
 
@@ -711,6 +714,20 @@ fn open_log(
         ..LogConfig::default()
     };
     if !exists {
+        // One mini-transaction's batch must fit in the last eighth of the log (one segment)
+        // or it could wait for a checkpoint while holding the latches the checkpoint needs:
+        // the largest batches (a split path, a group of overflow pages) are about 24 pages.
+        let min = MIN_LOG_FILE_PAGES * options.page_size.len() as u64;
+        if options.log_file_size < min {
+            return Err(Error::InvalidOption {
+                name: "log_file_size",
+                problem: format!(
+                    "{} bytes is below {min} ({MIN_LOG_FILE_PAGES} pages of {} bytes)",
+                    options.log_file_size,
+                    options.page_size.len()
+                ),
+            });
+        }
         if config.encrypt && keyring.is_none() {
             return Err(Error::NoKeyring {
                 what: "encrypt_log = on".into(),

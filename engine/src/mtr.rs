@@ -35,8 +35,11 @@
 //!
 //! **Deltas.** A `PageDelta` holds the byte ranges of the frame that differ from the
 //! before-image. Ranges separated by fewer than [`MERGE_GAP`] unchanged bytes are merged,
-//! since each range costs a few bytes of framing. The page-LSN field ([`PAGE_LSN`]) is
-//! never part of a range: commit stamps it, and redo stamps it again after applying.
+//! since each range costs a few bytes of framing. Only the bytes upper layers own are
+//! compared (`page::logged_ranges`): the page-LSN field ([`PAGE_LSN`](crate::page::PAGE_LSN)) is stamped by commit
+//! and again by redo, and the codec's fields (cipher, key id, version, nonce, checksum,
+//! trailer) describe whichever copy was last read or written, so logging them would graft
+//! one copy's header onto another at redo.
 //!
 //! **An mtr that is not committed** (dropped after an error or a panic) is *aborted*: every
 //! kept page with a before-image is restored to it, a page created by this mtr is marked
@@ -55,7 +58,7 @@ use strongbox_wal::{Log, Lsn, Record};
 
 use crate::buffer::{BufferPool, Keeper, PageMut};
 use crate::error::Result;
-use crate::page::{write_page_lsn, PageId, PAGE_LSN};
+use crate::page::{logged_ranges, write_page_lsn, PageId};
 use crate::space::{AllocState, SpaceFile};
 
 /// Changed ranges closer than this many unchanged bytes are logged as one range.
@@ -303,8 +306,9 @@ impl Drop for Mtr {
     }
 }
 
-/// The byte ranges where `after` differs from `before`, in order, never covering
-/// [`PAGE_LSN`], with ranges less than [`MERGE_GAP`] bytes apart merged.
+/// The byte ranges where `after` differs from `before`, in order, within the bytes upper
+/// layers own (`page::logged_ranges`: never [`PAGE_LSN`](crate::page::PAGE_LSN) or a codec field), with ranges
+/// less than [`MERGE_GAP`] bytes apart merged.
 ///
 /// This runs for every page of every mtr while its latch is held, so it skips equal
 /// 64-byte blocks with one slice comparison (a `memcmp`) and looks at single bytes only
@@ -313,7 +317,7 @@ pub(crate) fn changed_ranges(before: &[u8], after: &[u8]) -> Vec<Range<usize>> {
     const BLOCK: usize = 64;
     assert_eq!(before.len(), after.len(), "a frame keeps its size");
     let mut ranges = Vec::new();
-    for part in [0..PAGE_LSN.start, PAGE_LSN.end..after.len()] {
+    for part in logged_ranges(after.len()) {
         let mut current: Option<Range<usize>> = None;
         let mut block_start = part.start;
         while block_start < part.end {

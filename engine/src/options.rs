@@ -14,7 +14,7 @@
 //! | `flush_log_at_commit`       | 1         | 1: fsync at every commit (group commit); 2: write at commit, fsync each second; 0: write and fsync each second |
 //! | `doublewrite`               | on        | write page images to `doublewrite.dbw` before writing them home (torn-page repair); off only for benchmarks |
 //! | `lock_wait_timeout`         | 50 s      | how long a writer waits for another transaction's key lock |
-//! | `log_file_size`             | 64 MiB    | bytes per redo-log segment; fixed when the database is created |
+//! | `log_file_size`             | 64 MiB    | bytes per redo-log segment (at least 32 pages); fixed when the database is created |
 //!
 //! The rotation settings (`encryption_threads`, `encryption_rotate_key_age`,
 //! `encryption_rotation_iops`) arrive with the subsystem they control.
@@ -246,8 +246,8 @@ impl Options {
         self
     }
 
-    /// Bytes per redo-log segment file for a *new* database (a multiple of 512, at least
-    /// 4 KiB). Smaller segments make checkpoints more frequent.
+    /// Bytes per redo-log segment file for a *new* database (a multiple of 512, at least 32
+    /// pages). Smaller segments make checkpoints more frequent.
     pub fn log_file_size(mut self, bytes: u64) -> Options {
         self.log_file_size = bytes;
         self

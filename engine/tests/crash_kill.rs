@@ -23,7 +23,7 @@
 //!
 //! The database is encrypted (a MariaDB-format key file with keys 1 and 2; table `c` uses
 //! key 2), with 4 KiB pages and a 1 MiB buffer pool so that eviction and the page cleaner
-//! write pages all the time, and 64 KiB redo-log segments so that the log rolls over and
+//! write pages all the time, and 128 KiB redo-log segments so that the log rolls over and
 //! checkpoints during a cycle.
 //!
 //! ## The model
@@ -107,7 +107,7 @@ const HOT_KEYS: u64 = 3;
 const PAGE_SIZE: usize = 4096;
 /// 256 frames: far fewer than the data, so pages are evicted and written during a cycle.
 const POOL_BYTES: usize = 1 << 20;
-const LOG_FILE_SIZE: u64 = 64 * 1024;
+const LOG_FILE_SIZE: u64 = 128 * 1024;
 
 /// The options of every open, in the parent and in the child.
 fn options(keyfile: &Path) -> Options {

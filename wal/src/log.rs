@@ -326,6 +326,18 @@ impl Log {
         self.writer.wait_checkpoint_needed(timeout)
     }
 
+    /// Makes the log unusable because work it depends on failed — the engine's checkpoint
+    /// could not write its pages, so no space will ever be freed. Appends waiting for space
+    /// and every later call fail at once with this error instead of waiting for
+    /// `full_log_timeout`. Returns the error the log now reports.
+    pub fn fail(&self, op: &'static str, error: std::io::Error) -> WalError {
+        self.writer.poison(WalError::Io {
+            op,
+            path: self.dir.clone(),
+            source: error,
+        })
+    }
+
     /// Counters: records, commits, flush rounds, fsyncs, bytes written, padding, full-log
     /// waits, checkpoints.
     pub fn stats(&self) -> LogStats {

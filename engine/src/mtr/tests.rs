@@ -1,7 +1,7 @@
 use super::*;
 use crate::buffer::BufferPool;
 use crate::io::{MemVfs, Vfs};
-use crate::page::{read_page_lsn, PageHeader, PageId, PageSize, PageType};
+use crate::page::{read_page_lsn, PageHeader, PageId, PageSize, PageType, PAGE_LSN};
 use crate::space::{Allocator, NewSpace, SpaceFile, SpaceKind, SpaceSet};
 use std::ops::Range;
 use std::path::Path;
@@ -174,36 +174,31 @@ fn ranges_merge_small_gaps_and_skip_the_page_lsn() {
     after[100 + MERGE_GAP] = 1; // gap of 15 unchanged bytes: merged
     after[300] = 1;
     after[300 + MERGE_GAP + 1] = 1; // gap of 16: separate
-    after[PAGE - 1] = 1;
+    let last_body_byte = PAGE - crate::page::TRAILER_LEN - 1;
+    after[last_body_byte] = 1;
+    after[PAGE - 1] = 1; // the trailer belongs to the codec: not logged
     assert_eq!(
         changed_ranges(&before, &after),
         [
             100..101 + MERGE_GAP,
             300..301,
             301 + MERGE_GAP..302 + MERGE_GAP,
-            PAGE - 1..PAGE
+            last_body_byte..last_body_byte + 1
         ]
     );
-    // Bytes on both sides of the LSN field change, and the field itself: two ranges, neither
-    // touching it.
+    // Every header byte changes: only page_type (4..6) and space_id/page_no (8..16) are
+    // logged — not the checksum, the cipher, the page LSN or the key id, version and nonce.
     after = before.clone();
-    after[PAGE_LSN.start - 1] = 1;
-    after[PAGE_LSN.start..PAGE_LSN.end].fill(9);
-    after[PAGE_LSN.end] = 1;
-    assert_eq!(
-        changed_ranges(&before, &after),
-        [
-            PAGE_LSN.start - 1..PAGE_LSN.start,
-            PAGE_LSN.end..PAGE_LSN.end + 1
-        ]
-    );
+    after[..crate::page::BODY_START].fill(9);
+    assert_eq!(changed_ranges(&before, &after), [4..6, 8..16]);
+    const { assert!(PAGE_LSN.start >= 16) };
     assert!(changed_ranges(&before, &before).is_empty());
 }
 
 /// The byte-at-a-time definition `changed_ranges` must agree with.
 fn naive_changed_ranges(before: &[u8], after: &[u8]) -> Vec<Range<usize>> {
     let mut ranges = Vec::new();
-    for part in [0..PAGE_LSN.start, PAGE_LSN.end..after.len()] {
+    for part in crate::page::logged_ranges(after.len()) {
         let mut current: Option<Range<usize>> = None;
         for i in part.filter(|&i| before[i] != after[i]) {
             current = match current {

@@ -79,6 +79,19 @@ pub(super) const CHECKSUM_FIELD: Range<usize> = CHECKSUM_OFFSET..PAGE_TYPE_OFFSE
 /// its deltas; redo compares it with a record's LSN (`docs/durability.md` rules 2, 3).
 pub const PAGE_LSN: Range<usize> = LSN_OFFSET..LSN_OFFSET + LSN_LEN;
 
+/// The bytes of a frame of `page_len` bytes that upper layers own and a mini-transaction
+/// logs: `page_type`, `space_id` and `page_no`, and the body. Not the page LSN (stamped by
+/// the mtr) and not what the codec owns (checksum, cipher, key id, key version, write
+/// nonce, trailer): those describe the copy on disk, and a delta carrying them would mix
+/// the header of one stored copy into another at redo time.
+pub fn logged_ranges(page_len: usize) -> [Range<usize>; 3] {
+    [
+        PAGE_TYPE_OFFSET..PAGE_TYPE_OFFSET + PAGE_TYPE_LEN,
+        SPACE_ID_OFFSET..PAGE_NO_OFFSET + PAGE_NO_LEN,
+        BODY_START..page_len - TRAILER_LEN,
+    ]
+}
+
 /// The page LSN of a frame, without validating the rest of the header.
 ///
 /// # Panics

@@ -80,7 +80,7 @@ pub(crate) mod header;
 pub use codec::{decode_in_place, encode, is_all_zero, stored_checksums, NoKeys, PageKeys, Seal};
 pub use error::PageError;
 pub use header::{
-    body_end, init_frame, read_page_lsn, read_page_no, write_page_lsn, InvalidPageSize, PageHeader,
-    PageId, PageSize, PageType, AUTHENTICATED_HEADER, BODY_START, HEADER_LEN, PAGE_LSN,
-    TRAILER_LEN,
+    body_end, init_frame, logged_ranges, read_page_lsn, read_page_no, write_page_lsn,
+    InvalidPageSize, PageHeader, PageId, PageSize, PageType, AUTHENTICATED_HEADER, BODY_START,
+    HEADER_LEN, PAGE_LSN, TRAILER_LEN,
 };
