@@ -72,7 +72,7 @@ pub(crate) const MAX_PAGES_PER_MTR: usize = 16;
 /// latched, so a small pool (16 frames at least) gets smaller mtrs — an eighth of its
 /// frames, and at most [`MAX_PAGES_PER_MTR`].
 pub(crate) fn pages_per_mtr(pool: &BufferPool) -> usize {
-    (pool.stats().frames as usize / 8).clamp(1, MAX_PAGES_PER_MTR)
+    (pool.frame_count() / 8).clamp(1, MAX_PAGES_PER_MTR)
 }
 
 type AllocationGuard = parking_lot::lock_api::ArcMutexGuard<RawMutex, ()>;

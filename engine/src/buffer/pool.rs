@@ -280,6 +280,11 @@ impl BufferPool {
         self.core.page_size
     }
 
+    /// How many frames the pool has (fixed at creation).
+    pub fn frame_count(&self) -> usize {
+        self.core.frames.len()
+    }
+
     /// Starts the background page cleaner, unless it runs already.
     pub fn start_cleaner(&self) -> Result<()> {
         let mut cleaner = self.cleaner.lock();
