@@ -39,6 +39,7 @@ use crate::options::{EncryptTables, KeySource, Options};
 use crate::page::PageSize;
 use crate::recovery;
 use crate::redo;
+use crate::rotation::{self, Rotator};
 use crate::space::{
     self, Allocator, IoCounters, NewSpace, SpaceEncryption, SpaceFile, SpaceKind, SpaceSet,
 };
@@ -63,16 +64,19 @@ pub struct Db {
 pub(crate) struct DbInner {
     dir: PathBuf,
     pub(crate) options: Options,
-    keyring: Option<Arc<dyn KeyProvider>>,
+    pub(crate) keyring: Option<Arc<dyn KeyProvider>>,
     warnings: Vec<String>,
-    spaces: Arc<SpaceSet>,
+    pub(crate) spaces: Arc<SpaceSet>,
     pub(crate) pool: Arc<BufferPool>,
     counters: Arc<IoCounters>,
-    catalog: Catalog,
+    pub(crate) catalog: Catalog,
     /// Guards the open tables by name (changed by create/drop; read by `table`).
-    tables: RwLock<BTreeMap<String, Arc<TableState>>>,
-    /// Serialises DDL so the catalog, the files and `tables` change together.
-    ddl: Mutex<()>,
+    pub(crate) tables: RwLock<BTreeMap<String, Arc<TableState>>>,
+    /// Serialises DDL (and rotation requests) so the catalog, the files, page 0 of the
+    /// spaces and `tables` change together.
+    pub(crate) ddl: Mutex<()>,
+    /// The re-encryption threads (`rotation/`).
+    pub(crate) rotator: Arc<Rotator>,
     /// Guards against use after close: set once by `close`.
     closed: Mutex<bool>,
     log: Arc<Log>,
@@ -156,15 +160,24 @@ impl Db {
         };
 
         // Step 3: the system space and the redo log (scanned, not yet applied).
+        // A keyring lacking a version some tablespace still needs is reported once, for
+        // every tablespace that needs one (so an operator sees what removing it broke).
+        let mut missing_keys = Vec::new();
         let system = if exists {
-            SpaceFile::open(
+            match SpaceFile::open(
                 vfs.as_ref(),
                 &system_path,
                 space::SYSTEM_SPACE_ID,
                 page_size,
                 keyring_ref,
                 Arc::clone(&counters),
-            )?
+            ) {
+                Err(error @ Error::KeyUnavailable { .. }) => {
+                    missing_keys.push(error);
+                    None
+                }
+                other => Some(other?),
+            }
         } else {
             let encryption = system_encryption(&options, keyring_ref)?;
             SpaceFile::create(
@@ -178,10 +191,9 @@ impl Db {
                 },
                 keyring_ref,
                 Arc::clone(&counters),
-            )?
+            )
+            .map(Some)?
         };
-        let system = Arc::new(system);
-        spaces.insert(Arc::clone(&system));
         // Every table's tablespace file in the directory, keys unwrapped: phase A needs
         // them all open before anything is written, and a missing or wrong key must fail
         // the open before the log is touched. Files the catalog turns out not to name are
@@ -197,15 +209,28 @@ impl Db {
             else {
                 continue;
             };
-            spaces.insert(Arc::new(SpaceFile::open(
+            match SpaceFile::open(
                 vfs.as_ref(),
                 &path,
                 space_id,
                 page_size,
                 keyring_ref,
                 Arc::clone(&counters),
-            )?));
+            ) {
+                Err(error @ Error::KeyUnavailable { .. }) => missing_keys.push(error),
+                other => spaces.insert(Arc::new(other?)),
+            }
         }
+        let system = match (system, missing_keys.len()) {
+            (Some(system), 0) => Arc::new(system),
+            (_, 1) => return Err(missing_keys.remove(0)),
+            _ => {
+                return Err(Error::KeyVersionsMissing {
+                    needed: missing_keys.iter().map(ToString::to_string).collect(),
+                })
+            }
+        };
+        spaces.insert(Arc::clone(&system));
         let (log, report) = open_log(&dir, &options, keyring_ref, exists)?;
         let log = Arc::new(log);
         spaces.attach_log(Arc::clone(&log));
@@ -314,6 +339,23 @@ impl Db {
             vfs.sync_dir(&dir)
                 .map_err(|e| Error::io("sync directory", &dir, e))?;
         }
+        let mut warnings = warnings;
+        let catalog_tables: Vec<(String, TableMeta)> = tables
+            .iter()
+            .map(|(name, state)| (name.clone(), state.meta))
+            .collect();
+        warnings.extend(rotation::api::plan_at_open(
+            &spaces,
+            &catalog_tables,
+            &options,
+            keyring_ref,
+        ));
+        let rotator = Arc::new(Rotator::new(
+            Arc::clone(&spaces),
+            Arc::clone(&pool),
+            options.encryption_threads,
+            options.encryption_rotation_iops,
+        ));
         let checkpointer =
             Checkpointer::new(Arc::clone(&pool), Arc::clone(&spaces), Arc::clone(&log));
         let locks = Arc::new(LockManager::new(options.lock_wait_timeout));
@@ -328,6 +370,7 @@ impl Db {
                 catalog,
                 tables: RwLock::new(tables),
                 ddl: Mutex::new(()),
+                rotator,
                 closed: Mutex::new(false),
                 log,
                 locks,
@@ -349,6 +392,10 @@ impl Db {
         // Phase C: roll back what never committed, purge what did; then phase D.
         recovery::finish_transactions(&db)?;
         db.inner.checkpointer.checkpoint()?;
+        // Last: passes found in page 0 (a rotation cut short, an `encrypt_tables` change)
+        // resume in the background.
+        db.inner.rotator.start()?;
+        db.inner.rotator.notify();
         Ok(db)
     }
 
@@ -447,6 +494,7 @@ impl Db {
         let mut alive = state.alive.write();
         *alive = false;
         let space_id = state.meta.space_id;
+        let _no_pass = inner.rotator.hold(space_id);
         inner.catalog.remove(name)?;
         inner.pool.discard_space(space_id);
         let space = inner.spaces.remove(space_id);
@@ -541,7 +589,7 @@ impl Db {
     }
 
     /// How a new table is encrypted, after checking the settings and the keyring.
-    fn table_encryption(
+    pub(crate) fn table_encryption(
         &self,
         name: &str,
         options: &TableOptions,
@@ -598,6 +646,7 @@ impl DbInner {
 
     /// The last write and the stop of the background threads (close, and drop).
     fn shut_down(&self) -> Result<()> {
+        self.rotator.stop();
         let thread = self.checkpoint_thread.lock().take();
         if let Some(thread) = &thread {
             thread.ask_to_stop();

@@ -121,6 +121,19 @@ pub enum Error {
     #[error("redo log: {0}")]
     Log(#[from] strongbox_wal::WalError),
 
+    /// A re-encryption pass (rotation, ALTER) failed on a tablespace; it is retried at the
+    /// next rotation request or restart.
+    #[error("re-encrypting {path} failed: {problem}")]
+    RotationFailed { path: PathBuf, problem: String },
+
+    /// Opening needs keyring key versions the keyring no longer has.
+    #[error(
+        "the keyring lacks key versions these tablespaces still use; restore them to the key \
+         file (or rotate and re-encrypt before removing a version):\n{}",
+        needed.iter().map(|n| format!("  {n}")).collect::<Vec<_>>().join("\n")
+    )]
+    KeyVersionsMissing { needed: Vec<String> },
+
     /// An option value is out of range or inconsistent.
     #[error("invalid option {name}: {problem}")]
     InvalidOption { name: &'static str, problem: String },

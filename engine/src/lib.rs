@@ -35,6 +35,9 @@
 //! | `undo`      | undo logs in the system space: before-images for rollback, recovery   |
 //! | `mtr`       | mini-transactions: a B+tree operation's page changes as one redo batch |
 //! | `redo`      | recovery phase B: apply the redo of complete batches to the pages     |
+//! | `rotation`  | key rotation, ALTER of encryption, rewrap: background re-encryption   |
+//! | [`tempfile`] | encrypted temporary files (key 2, else 1) that never outlive the process |
+//! | [`sort`]    | external merge sort of key/value pairs through temp files (bulk load) |
 //! | `db`, `txn` | the embedded API                                                      |
 
 pub mod btree;
@@ -52,8 +55,11 @@ mod options;
 pub mod page;
 mod recovery;
 pub(crate) mod redo;
+mod rotation;
+pub mod sort;
 pub mod space;
 mod table;
+pub mod tempfile;
 mod txn;
 pub(crate) mod undo;
 
@@ -61,6 +67,7 @@ pub use catalog::Encrypted;
 pub use db::{Db, Recovered, Stats, VerifyReport};
 pub use error::{Error, Result};
 pub use options::{EncryptTables, KeySource, Options};
+pub use rotation::{EncryptionStatus, Progress, RotationPolicy, RotationReport, STATUS_COLUMNS};
 pub use strongbox_wal::{FlushAtCommit, LogStats};
 pub use table::{Table, TableInfo, TableOptions};
 pub use txn::{Scan, Transaction};

@@ -10,14 +10,14 @@
 //! | `encryption_algorithm`      | `aes_ctr` | `aes_ctr`, `aes_cbc`, or `aes_gcm` (authenticated) |
 //! | `buffer_pool_size`          | 128 MiB   | bytes of page frames; the engine's memory budget |
 //! | `page_size`                 | 16384     | 4096 … 65536; fixed when the database is created  |
-//! | `encrypt_log`               | auto      | encrypt the redo log (key 1); auto = on whenever `encrypt_tables` is not `off`; fixed when the database is created |
+//! | `encrypt_log`               | auto      | encrypt the redo log (key 1); auto = on whenever `encrypt_tables` is not `off` or a keyring is configured (an encrypted table's changes must not reach a plain log); fixed when the database is created |
 //! | `flush_log_at_commit`       | 1         | 1: fsync at every commit (group commit); 2: write at commit, fsync each second; 0: write and fsync each second |
 //! | `doublewrite`               | on        | write page images to `doublewrite.dbw` before writing them home (torn-page repair); off only for benchmarks |
 //! | `lock_wait_timeout`         | 50 s      | how long a writer waits for another transaction's key lock |
 //! | `log_file_size`             | 64 MiB    | bytes per redo-log segment (at least 32 pages); fixed when the database is created |
-//!
-//! The rotation settings (`encryption_threads`, `encryption_rotate_key_age`,
-//! `encryption_rotation_iops`) arrive with the subsystem they control.
+//! | `encryption_threads`        | 1         | background re-encryption threads (MariaDB's `innodb_encryption_threads`; MariaDB's default is 0, ours 1 so ALTER and rotation finish without extra settings); 0 = passes run only while someone waits for them |
+//! | `encryption_rotate_key_age` | 1         | re-encrypt a space on its own when its oldest page generation + age < the key's latest version (MariaDB's meaning; 0 = never for age). An explicit rotation (`Db::rotate_key`) moves every page regardless: `docs/rotation.md` |
+//! | `encryption_rotation_iops`  | 100       | page IOs per second the re-encryption threads may use together (0 = no cap) |
 
 use crate::io::{StdVfs, Vfs};
 use crate::page::PageSize;
@@ -116,6 +116,9 @@ pub struct Options {
     pub(crate) doublewrite: bool,
     pub(crate) lock_wait_timeout: Duration,
     pub(crate) log_file_size: u64,
+    pub(crate) encryption_threads: usize,
+    pub(crate) encryption_rotate_key_age: u32,
+    pub(crate) encryption_rotation_iops: u32,
 }
 
 impl Default for Options {
@@ -134,6 +137,9 @@ impl Default for Options {
             doublewrite: true,
             lock_wait_timeout: Duration::from_secs(50),
             log_file_size: 64 << 20,
+            encryption_threads: 1,
+            encryption_rotate_key_age: 1,
+            encryption_rotation_iops: 100,
         }
     }
 }
@@ -220,7 +226,8 @@ impl Options {
     }
 
     /// Encrypt the redo log with a data key wrapped under key 1 (MariaDB's
-    /// `innodb_encrypt_log`). Default: on whenever `encrypt_tables` is not `off`.
+    /// `innodb_encrypt_log`). Default: on whenever `encrypt_tables` is not `off` or a
+    /// keyring is configured.
     pub fn encrypt_log(mut self, on: bool) -> Options {
         self.encrypt_log = Some(on);
         self
@@ -253,9 +260,31 @@ impl Options {
         self
     }
 
+    /// Background re-encryption threads (MariaDB's `innodb_encryption_threads`). Idle
+    /// threads sleep until there is work; 0 means passes run only inside
+    /// [`crate::Db::wait_for_encryption`].
+    pub fn encryption_threads(mut self, threads: usize) -> Options {
+        self.encryption_threads = threads;
+        self
+    }
+
+    /// MariaDB's `innodb_encryption_rotate_key_age` (see the module table).
+    pub fn encryption_rotate_key_age(mut self, age: u32) -> Options {
+        self.encryption_rotate_key_age = age;
+        self
+    }
+
+    /// MariaDB's `innodb_encryption_rotation_iops`: page IOs per second for re-encryption,
+    /// shared by all its threads; 0 = unthrottled.
+    pub fn encryption_rotation_iops(mut self, iops: u32) -> Options {
+        self.encryption_rotation_iops = iops;
+        self
+    }
+
     /// Whether the redo log is encrypted under these settings.
     pub(crate) fn log_encrypted(&self) -> bool {
-        self.encrypt_log
-            .unwrap_or(self.encrypt_tables != EncryptTables::Off)
+        self.encrypt_log.unwrap_or(
+            self.encrypt_tables != EncryptTables::Off || !matches!(self.keys, KeySource::None),
+        )
     }
 }

@@ -1,10 +1,13 @@
-//! `strongbox keys generate | list | rotate`.
+//! `strongbox keys generate | list | rotate` (rotate `--data` also applies the new version
+//! to a database: `encryption.rs`).
 
+use super::encryption::apply_rotation;
 use super::key_options::{key_file_source, print_diagnostics, required_key_file};
 use super::settings::Settings;
 use super::CliResult;
 use clap::{Subcommand, ValueEnum};
 use std::path::PathBuf;
+use strongbox_engine::RotationPolicy;
 use strongbox_keyring::keyfile::KeyFile;
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +34,7 @@ pub enum KeysCommand {
         format: Format,
     },
     /// Add a new random version of one key id, atomically; prints `id<TAB>version`.
+    /// With --data, also apply it to that database (see --policy).
     Rotate {
         /// The key id to rotate.
         #[arg(long)]
@@ -38,6 +42,13 @@ pub enum KeysCommand {
         /// Size of the new version (default: same as the current version).
         #[arg(long, value_parser = parse_bits)]
         bits: Option<usize>,
+        /// With --data: `reencrypt` (new data keys; pages re-encrypted in the background)
+        /// or `rewrap` (data keys wrapped again under the new version; no page changes).
+        #[arg(long, default_value = "reencrypt")]
+        policy: RotationPolicy,
+        /// With --data: wait (with a progress bar) until every page carries the new version.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -98,12 +109,25 @@ pub fn run(command: KeysCommand, settings: &Settings) -> CliResult {
             }
             Ok(())
         }
-        KeysCommand::Rotate { id, bits } => {
+        KeysCommand::Rotate {
+            id,
+            bits,
+            policy,
+            wait,
+        } => {
             let source = required_key_file(settings)?;
             let loaded = source.load()?;
             print_diagnostics(&loaded.diagnostics);
+            if !settings.data_given && (wait || policy != RotationPolicy::Reencrypt) {
+                return Err(
+                    "--policy and --wait apply the rotation to a database: give --data".into(),
+                );
+            }
             let version = source.rotate(id, bits)?;
             println!("{id}\t{version}");
+            if settings.data_given {
+                apply_rotation(settings, id, policy, wait)?;
+            }
             Ok(())
         }
     }

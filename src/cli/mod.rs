@@ -4,6 +4,7 @@
 //! such key.
 
 mod demo;
+mod encryption;
 mod inspect;
 mod key_options;
 mod keys;
@@ -39,6 +40,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check every page of every tablespace and every tree; exit 1 listing what is bad.
     Verify(inspect::VerifyArgs),
+    /// Encryption status per tablespace: space_id, name, scheme, key_id,
+    /// current_key_version, min_key_version, rotating, pages_done, pages_total.
+    Status(encryption::StatusArgs),
     /// Show encryption at work on built-in defaults: makes a key file and a database in a
     /// temporary directory, writes, reads back, and shows the ciphertext on disk.
     Demo(demo::DemoArgs),
@@ -109,6 +113,7 @@ pub fn run() -> i32 {
             Command::Kv(command) => kv::run(command, &settings),
             Command::Inspect(args) => inspect::run_inspect(args, &settings),
             Command::Verify(args) => inspect::run_verify(args, &settings),
+            Command::Status(args) => encryption::run_status(args, &settings),
             Command::Demo(args) => demo::run(args),
         });
     match result {

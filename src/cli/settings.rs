@@ -15,10 +15,13 @@
 //! buffer_pool_size = "128M"                  # bytes, or with a K/M/G suffix
 //! page_size = 16384                          # 4096 … 65536, for a new database
 //! flush_log_at_commit = 1                    # 1: fsync per commit; 2: write, fsync 1/s; 0: 1/s
-//! encrypt_log = true                         # default: on unless encrypt_tables = off
+//! encrypt_log = true                         # default: on unless encrypt_tables = off and no keyfile
 //! doublewrite = true                         # off only for benchmarks (torn pages!)
 //! lock_wait_timeout = 50                     # seconds a writer waits for a key lock
 //! log_file_size = "64M"                      # bytes per redo segment, for a new database
+//! encryption_threads = 1                     # background re-encryption threads
+//! encryption_rotate_key_age = 1              # re-encrypt when key version + age < latest
+//! encryption_rotation_iops = 100             # their page IOs per second (0 = no cap)
 //! ```
 
 use clap::Args;
@@ -76,6 +79,15 @@ pub struct GlobalOptions {
     /// The doublewrite buffer (torn-page protection); false only for benchmarks.
     #[arg(long, global = true, value_name = "true|false")]
     pub doublewrite: Option<bool>,
+    /// Background re-encryption threads (0 = passes run only while a command waits).
+    #[arg(long, global = true, value_name = "N")]
+    pub encryption_threads: Option<usize>,
+    /// Re-encrypt pages on their own when key version + age < latest (0 = never for age).
+    #[arg(long, global = true, value_name = "AGE")]
+    pub encryption_rotate_key_age: Option<u32>,
+    /// Page IOs per second for re-encryption, all threads together (0 = no cap).
+    #[arg(long, global = true, value_name = "IOPS")]
+    pub encryption_rotation_iops: Option<u32>,
 }
 
 /// The config file's contents; every key optional.
@@ -98,12 +110,17 @@ struct ConfigFile {
     doublewrite: Option<bool>,
     lock_wait_timeout: Option<u64>,
     log_file_size: Option<toml::Value>,
+    encryption_threads: Option<usize>,
+    encryption_rotate_key_age: Option<u32>,
+    encryption_rotation_iops: Option<u32>,
 }
 
 /// Everything resolved: config file, then flags on top.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub data: PathBuf,
+    /// Whether `data` was given (flag or config file) rather than defaulted.
+    pub data_given: bool,
     pub keyfile: Option<PathBuf>,
     pub filekey: Option<String>,
     pub key_settings: EncSettings,
@@ -119,6 +136,9 @@ pub struct Settings {
     pub doublewrite: bool,
     pub lock_wait_timeout: Duration,
     pub log_file_size: u64,
+    pub encryption_threads: usize,
+    pub encryption_rotate_key_age: u32,
+    pub encryption_rotation_iops: u32,
 }
 
 /// Where `--data` points when nothing says otherwise.
@@ -171,12 +191,10 @@ impl Settings {
             Some(bytes) => PageSize::try_from(bytes).map_err(|e| e.to_string())?,
             None => PageSize::DEFAULT,
         };
+        let data = global.data.clone().or(file.data);
         Ok(Settings {
-            data: global
-                .data
-                .clone()
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_given: data.is_some(),
+            data: data.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             keyfile: global.keyfile.clone().or(file.keyfile),
             filekey: global.filekey.clone().or(file.filekey),
             key_settings: EncSettings {
@@ -200,6 +218,18 @@ impl Settings {
             doublewrite: global.doublewrite.or(file.doublewrite).unwrap_or(true),
             lock_wait_timeout: Duration::from_secs(file.lock_wait_timeout.unwrap_or(50)),
             log_file_size,
+            encryption_threads: global
+                .encryption_threads
+                .or(file.encryption_threads)
+                .unwrap_or(1),
+            encryption_rotate_key_age: global
+                .encryption_rotate_key_age
+                .or(file.encryption_rotate_key_age)
+                .unwrap_or(1),
+            encryption_rotation_iops: global
+                .encryption_rotation_iops
+                .or(file.encryption_rotation_iops)
+                .unwrap_or(100),
         })
     }
 
@@ -215,7 +245,10 @@ impl Settings {
             .flush_log_at_commit(self.flush_log_at_commit)
             .doublewrite(self.doublewrite)
             .lock_wait_timeout(self.lock_wait_timeout)
-            .log_file_size(self.log_file_size);
+            .log_file_size(self.log_file_size)
+            .encryption_threads(self.encryption_threads)
+            .encryption_rotate_key_age(self.encryption_rotate_key_age)
+            .encryption_rotation_iops(self.encryption_rotation_iops);
         if let Some(on) = self.encrypt_log {
             options = options.encrypt_log(on);
         }

@@ -1,5 +1,6 @@
-//! `strongbox table create | drop | list`.
+//! `strongbox table create | alter | drop | list`.
 
+use super::encryption::wait_with_progress;
 use super::settings::Settings;
 use super::{open_db, CliResult};
 use clap::{Subcommand, ValueEnum};
@@ -16,6 +17,19 @@ pub enum TableCommand {
         /// Keyring key id (default: default_encryption_key_id).
         #[arg(long)]
         key_id: Option<u32>,
+    },
+    /// Change a table's encryption online; the pages move in the background.
+    Alter {
+        name: String,
+        /// yes | no | default (follow encrypt_tables).
+        #[arg(long)]
+        encrypted: Option<Encrypted>,
+        /// Keyring key id (default: the table's current one, else default_encryption_key_id).
+        #[arg(long)]
+        key_id: Option<u32>,
+        /// Wait, with a progress bar, until every page is re-encrypted.
+        #[arg(long)]
+        wait: bool,
     },
     /// Drop a table and delete its file.
     Drop { name: String },
@@ -58,6 +72,30 @@ pub fn run(command: TableCommand, settings: &Settings) -> CliResult {
                     "not encrypted".to_string()
                 }
             );
+        }
+        TableCommand::Alter {
+            name,
+            encrypted,
+            key_id,
+            wait,
+        } => {
+            let info = db.table(&name)?.info();
+            let encrypted = encrypted.unwrap_or(if info.encrypted {
+                Encrypted::Yes
+            } else {
+                Encrypted::No
+            });
+            let mut options = TableOptions::default().encrypted(encrypted);
+            let key_id =
+                key_id.or((info.encrypted && encrypted != Encrypted::No).then_some(info.key_id));
+            if let Some(key_id) = key_id {
+                options = options.encryption_key_id(key_id);
+            }
+            db.alter_table(&name, options)?;
+            eprintln!("strongbox: altered table {name}; its pages move in the background");
+            if wait {
+                wait_with_progress(&db)?;
+            }
         }
         TableCommand::Drop { name } => db.drop_table(&name)?,
         TableCommand::List { format } => {

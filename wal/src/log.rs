@@ -33,8 +33,8 @@ pub struct Log {
     dir: PathBuf,
     vfs: Arc<dyn Vfs>,
     geometry: Geometry,
-    /// The wrapped log key's (id, version), if encrypted.
-    key_name: Option<(u32, u32)>,
+    /// The wrapped log key's (id, version), if encrypted (changed by `rewrap_key`).
+    key_name: Mutex<Option<(u32, u32)>>,
     writer: Arc<Writer>,
     /// Guards the control file: checkpoints are recorded one at a time.
     control: Mutex<ControlFile>,
@@ -48,7 +48,7 @@ impl fmt::Debug for Log {
         f.debug_struct("Log")
             .field("dir", &self.dir)
             .field("epoch", &self.writer.epoch())
-            .field("encrypted", &self.key_name.is_some())
+            .field("encrypted", &self.key_name.lock().is_some())
             .field("current_lsn", &self.writer.current_lsn())
             .field("durable_lsn", &self.writer.durable_lsn())
             .field("checkpoint_lsn", &self.writer.checkpoint_lsn())
@@ -220,7 +220,7 @@ impl Log {
             dir: dir.to_path_buf(),
             vfs,
             geometry,
-            key_name,
+            key_name: Mutex::new(key_name),
             writer,
             control: Mutex::new(control),
             flusher: Mutex::new(flusher),
@@ -351,7 +351,35 @@ impl Log {
 
     /// The keyring key (id, version) the log's data key is wrapped under; `None` if plain.
     pub fn wrapping_key(&self) -> Option<(u32, u32)> {
-        self.key_name
+        *self.key_name.lock()
+    }
+
+    /// MySQL's master-key rotation for the log: wraps the log's data key again under the
+    /// latest version of key 1, without touching a block. Both control-file slots are
+    /// rewritten (each write synced), so neither still names the old version and it can be
+    /// removed from the keyring. Returns the new (id, version); a plain log returns `None`.
+    /// A crash between the two writes leaves the newest slot with the new wrap, the other
+    /// with the old: both unwrap to the same data key.
+    pub fn rewrap_key(&self, keyring: &dyn KeyProvider) -> Result<Option<(u32, u32)>> {
+        let mut control = self.control.lock();
+        let Some(wrapped) = control.current().wrapped_key.clone() else {
+            return Ok(None);
+        };
+        let rewrapped =
+            wrap::rewrap(keyring, &wrapped, SYSTEM_KEY_ID).map_err(|source| WalError::LogKey {
+                key_id: wrapped.key_id,
+                key_version: wrapped.key_version,
+                source,
+            })?;
+        let name = (rewrapped.key_id, rewrapped.key_version);
+        for _slot in 0..2 {
+            let key = rewrapped.clone();
+            control
+                .update(|c| c.wrapped_key = Some(key))
+                .map_err(|e| self.writer.poison(e))?;
+        }
+        *self.key_name.lock() = Some(name);
+        Ok(Some(name))
     }
 
     /// The log directory.

@@ -22,7 +22,7 @@
 //! and the batch is read again if a rollback raced with it.
 
 use super::node::NodeKind;
-use super::tree::{BTree, ROOT_PAGE};
+use super::tree::BTree;
 use crate::error::Result;
 use crate::lock::{LockManager, TxnId};
 use std::collections::{BTreeMap, VecDeque};
@@ -160,7 +160,7 @@ impl RangeIter {
     fn read_leaf(&mut self, forward: bool, start: &Bound<Vec<u8>>) -> Result<Option<Vec<u8>>> {
         let tree = self.tree.clone();
         let mut next_fence = None;
-        let mut current = tree.pool.read(tree.id(ROOT_PAGE))?;
+        let mut current = tree.pool.read(tree.id(tree.root))?;
         loop {
             let node = tree.node(&current)?;
             if node.kind() == NodeKind::Leaf {

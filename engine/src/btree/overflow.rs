@@ -13,13 +13,13 @@
 //!
 //! **Durability.** A chain is written *before* the leaf that will point at it, in
 //! mini-transactions of a few pages each (`mtr::pages_per_mtr`: an mtr keeps its pages
-//! latched, and a 16 MiB value must work through a 1 MiB pool). It is freed *after* the leaf stopped
-//! pointing at it: its pages are turned into zeroed free pages a few per mtr, keeping their
-//! links (the overflow page's `next_page` sits where a free page's link does), and one
-//! small mtr then splices the whole chain onto the free list. The price: a crash between the chain's mtrs and
-//! the leaf's (or between the leaf's and the free) leaves the chain's pages allocated but
-//! unreachable. They are never corrupt, only lost space, and `verify` reports them as
-//! `leaked_pages` instead of failing.
+//! latched, and a 16 MiB value must work through a 1 MiB pool). It is freed *after* the
+//! leaf stopped pointing at it: its pages are turned into zeroed free pages a few per mtr,
+//! each linked to the next page of the chain, and one small mtr then splices the whole
+//! chain onto the free list ([`free_pages`], which `BTree::destroy` uses for a whole tree).
+//! The price: a crash between the chain's mtrs and the leaf's (or between the leaf's and
+//! the free) leaves the chain's pages allocated but unreachable. They are never corrupt,
+//! only lost space, and `verify` reports them as `leaked_pages` instead of failing.
 
 use crate::buffer::BufferPool;
 use crate::error::{Error, Result};
@@ -30,10 +30,6 @@ use std::sync::Arc;
 use strongbox_wal::Log;
 
 const NEXT_OFFSET: usize = BODY_START;
-const _: () = assert!(
-    NEXT_OFFSET == NEXT_FREE_OFFSET,
-    "a chain splices onto the free list"
-);
 const CHUNK_LEN_OFFSET: usize = NEXT_OFFSET + 4;
 const CHUNK_OFFSET: usize = CHUNK_LEN_OFFSET + 4;
 
@@ -165,10 +161,7 @@ pub fn chain_pages(
     Ok(pages)
 }
 
-/// Returns every page of a chain to the free list (see the module doc): the pages become
-/// free pages (zeroed, so a deleted value of an unencrypted table does not linger in the
-/// file) a few per mtr, keeping their links; then one small mtr splices the whole chain
-/// onto the free list.
+/// Returns every page of a chain to the free list (see the module doc and [`free_pages`]).
 pub(crate) fn free_chain(
     pool: &BufferPool,
     alloc: &Allocator,
@@ -177,23 +170,40 @@ pub(crate) fn free_chain(
     total_len: u32,
 ) -> Result<()> {
     let pages = chain_pages(pool, alloc, first, total_len)?;
+    free_pages(alloc, log, &pages)
+}
+
+/// Returns `pages`, which nothing references any more, to the free list in bounded mtrs:
+/// each page becomes a zeroed free page (so a deleted value of an unencrypted space does not
+/// linger in the file) linked to the next one of `pages`, a few per mtr
+/// ([`pages_per_mtr`]); then one small mtr splices the whole run onto the free list. A
+/// chain's pages, given in chain order, keep their links. Used for overflow chains and by
+/// `BTree::destroy`; a crash before the splice leaves the pages leaked, not corrupt.
+pub(crate) fn free_pages(alloc: &Allocator, log: Option<&Arc<Log>>, pages: &[u32]) -> Result<()> {
+    let (Some(&first), Some(&last)) = (pages.first(), pages.last()) else {
+        return Ok(());
+    };
     let space_id = alloc.space().id();
-    for group in pages.chunks(pages_per_mtr(alloc.pool())) {
+    // Each page with the one its free-list link will name (the last one's is set by the
+    // splice).
+    let links: Vec<(u32, u32)> = pages
+        .iter()
+        .copied()
+        .zip(pages[1..].iter().copied().chain([0]))
+        .collect();
+    for group in links.chunks(pages_per_mtr(alloc.pool())) {
         let mtr = Mtr::start(log, alloc.pool())?;
-        for &page_no in group {
+        for &(page_no, next) in group {
             let id = PageId::new(space_id, page_no);
             let mut page = mtr.write(id)?;
-            let next: [u8; 4] = page[NEXT_OFFSET..CHUNK_LEN_OFFSET]
-                .try_into()
-                .expect("4 bytes");
             crate::page::init_frame(&mut page, PageType::Free, id, 0);
-            page[NEXT_FREE_OFFSET..NEXT_FREE_OFFSET + 4].copy_from_slice(&next);
+            page[NEXT_FREE_OFFSET..NEXT_FREE_OFFSET + 4].copy_from_slice(&next.to_le_bytes());
         }
         mtr.commit()?;
     }
-    let last = *pages.last().expect("a chain has at least one page");
+    let count = u32::try_from(pages.len()).expect("a space has fewer than 2^32 pages");
     let mtr = Mtr::start(log, alloc.pool())?;
-    alloc.free_linked(&mtr, first, last, pages.len() as u32)?;
+    alloc.free_linked(&mtr, first, last, count)?;
     mtr.commit()?;
     Ok(())
 }

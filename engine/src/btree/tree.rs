@@ -3,12 +3,31 @@
 //!
 //! ## Shape
 //!
-//! The root is always page 1 of the space (a root split moves the old root's contents into
-//! two new pages and turns page 1 into their parent, as InnoDB does), so nothing outside the
-//! space has to learn a new root. Leaves hold the records; branches hold separator keys and
-//! child page numbers (`node.rs` has the byte layout). There are no sibling links: range
-//! scans re-descend from the root for each leaf (see `iter.rs`), which keeps splits and
-//! frees local to one root-to-leaf path.
+//! A tree's root page never moves: a root split moves the old root's contents into two new
+//! pages and turns the root page into their parent, as InnoDB does, and a root left with
+//! one child absorbs it. So the root page number, fixed when the tree is created, is all
+//! anyone outside the space has to remember. A table's tree is the only tree of its space
+//! and is rooted at page 1 ([`ROOT_PAGE`]: [`BTree::create`], [`BTree::open`]). Several
+//! trees can share one space — the temporary tables all live in the temporary space — each
+//! rooted wherever its first page was allocated ([`BTree::create_anywhere`],
+//! [`BTree::open_at`]).
+//!
+//! Leaves hold the records; branches hold separator keys and child page numbers (`node.rs`
+//! has the byte layout). There are no sibling links: range scans re-descend from the root
+//! for each leaf (see `iter.rs`), which keeps splits and frees local to one root-to-leaf
+//! path.
+//!
+//! ## Destroying a tree
+//!
+//! [`BTree::destroy`] gives every page of a tree — root, branches, leaves and overflow
+//! chains — back to the space's free list, where the space's other trees reuse them. It
+//! walks the tree first (checking invariants 1–6 of `verify.rs`, so a damaged tree is
+//! refused before anything is freed), then frees its pages the way an overflow chain is
+//! freed (`overflow.rs`): they become zeroed free pages, linked one to the next, a bounded
+//! number per mtr, the root in the first one; one last small mtr splices the whole run onto
+//! the free list. A crash (or an IO error) in between leaves the tree unreachable (its root
+//! is no longer a node) and its remaining pages leaked, never freed pages reachable from a
+//! live root. Nobody may use the tree (or a clone of it) while or after it is destroyed.
 //!
 //! ## Latch protocol (numbered rules; every path follows them)
 //!
@@ -38,7 +57,8 @@ use std::ops::Range;
 use std::sync::Arc;
 use strongbox_wal::Log;
 
-/// Page number of every tree's root.
+/// Page number of the root of a table's tree, the only tree of its space ([`BTree::create`],
+/// [`BTree::open`]). Trees made with [`BTree::create_anywhere`] are rooted elsewhere.
 pub const ROOT_PAGE: u32 = 1;
 
 /// Largest value Strongbox stores (the overflow length field is a u32).
@@ -111,6 +131,8 @@ pub struct BTree {
     pub(super) log: Option<Arc<Log>>,
     /// The node area of a page frame.
     pub(super) body: Range<usize>,
+    /// The root's page number, fixed for the tree's life (see "Shape" above).
+    pub(super) root: u32,
 }
 
 /// What a write found at the leaf.
@@ -127,27 +149,72 @@ impl BTree {
         alloc: Arc<Allocator>,
         log: Option<Arc<Log>>,
     ) -> Result<BTree> {
-        let tree = BTree::open(pool, alloc, log);
+        BTree::create_rooted(pool, alloc, log, Some(ROOT_PAGE))
+    }
+
+    /// Creates an empty tree in a space that may hold other trees: the next page the
+    /// allocator hands out becomes its root, an empty leaf. Remember
+    /// [`root_page`](BTree::root_page) to [`open_at`](BTree::open_at) it again.
+    pub fn create_anywhere(
+        pool: Arc<BufferPool>,
+        alloc: Arc<Allocator>,
+        log: Option<Arc<Log>>,
+    ) -> Result<BTree> {
+        BTree::create_rooted(pool, alloc, log, None)
+    }
+
+    /// One mtr: allocates the root and makes it an empty leaf; with `expected`, refuses any
+    /// other page number (the mtr's abort then gives the page back).
+    fn create_rooted(
+        pool: Arc<BufferPool>,
+        alloc: Arc<Allocator>,
+        log: Option<Arc<Log>>,
+        expected: Option<u32>,
+    ) -> Result<BTree> {
+        let mut tree = BTree::open(pool, alloc, log);
         let mtr = tree.start_mtr()?;
         let mut root = tree.alloc.allocate(&mtr, PageType::BtreeLeaf)?;
-        if root.id().page_no != ROOT_PAGE {
-            return Err(tree.corrupt(root.id().page_no, "a new tree's first page is not page 1"));
+        let root_no = root.id().page_no;
+        if let Some(expected) = expected.filter(|&expected| expected != root_no) {
+            return Err(tree.corrupt(
+                root_no,
+                &format!("a new tree's first page is not page {expected}"),
+            ));
         }
         NodeMut::init(&mut root[tree.body.clone()], NodeKind::Leaf, 0);
         drop(root);
         mtr.commit()?;
+        tree.root = root_no;
         Ok(tree)
     }
 
-    /// The tree of an existing space.
+    /// The tree of an existing space, rooted at page 1.
     pub fn open(pool: Arc<BufferPool>, alloc: Arc<Allocator>, log: Option<Arc<Log>>) -> BTree {
+        BTree::open_at(pool, alloc, log, ROOT_PAGE)
+    }
+
+    /// The existing tree rooted at page `root` (as [`root_page`](BTree::root_page) reported
+    /// it). Nothing is read here: a wrong page number shows up as `Error::Corrupt` on first
+    /// use.
+    pub fn open_at(
+        pool: Arc<BufferPool>,
+        alloc: Arc<Allocator>,
+        log: Option<Arc<Log>>,
+        root: u32,
+    ) -> BTree {
         let page_size = pool.page_size();
         BTree {
             pool,
             alloc,
             log,
             body: BODY_START..page::body_end(page_size),
+            root,
         }
+    }
+
+    /// The page number of this tree's root; it never changes while the tree exists.
+    pub fn root_page(&self) -> u32 {
+        self.root
     }
 
     /// A mini-transaction on this tree's log.
@@ -233,7 +300,7 @@ impl BTree {
 
     /// The leaf that holds (or would hold) `key`, read-latched (rule 2).
     pub(super) fn descend_shared(&self, key: &[u8]) -> Result<PageRef> {
-        let mut current = self.pool.read(self.id(ROOT_PAGE))?;
+        let mut current = self.pool.read(self.id(self.root))?;
         loop {
             let node = self.node(&current)?;
             if node.kind() == NodeKind::Leaf {
@@ -295,10 +362,10 @@ impl BTree {
     /// The leaf for `key`, write-latched, reached with shared latches above it (rule 3).
     fn descend_for_write(&self, mtr: &Mtr, key: &[u8]) -> Result<PageMut> {
         loop {
-            let root = self.pool.read(self.id(ROOT_PAGE))?;
+            let root = self.pool.read(self.id(self.root))?;
             if self.node(&root)?.kind() == NodeKind::Leaf {
                 drop(root);
-                let root = mtr.write(self.id(ROOT_PAGE))?;
+                let root = mtr.write(self.id(self.root))?;
                 if self.node(&root)?.kind() == NodeKind::Leaf {
                     return Ok(root);
                 }
@@ -404,7 +471,7 @@ impl BTree {
         key: &[u8],
         safe: impl Fn(&Node<'_>) -> bool,
     ) -> Result<Vec<(PageMut, usize)>> {
-        let root = mtr.write(self.id(ROOT_PAGE))?;
+        let root = mtr.write(self.id(self.root))?;
         let mut path: Vec<(PageMut, usize)> = vec![(root, 0)];
         loop {
             let (top, _) = path.last().expect("non-empty");
@@ -433,7 +500,7 @@ impl BTree {
         spares: &mut Vec<PageMut>,
     ) -> Result<()> {
         loop {
-            if full.id().page_no == ROOT_PAGE {
+            if full.id().page_no == self.root {
                 return self.split_root(full, &pending, spares);
             }
             let mut right = self.take_spare(spares, pending.page_type())?;
@@ -488,7 +555,8 @@ impl BTree {
     }
 
     /// Root split: the root's contents move to a new left page, which is then split as
-    /// usual; page 1 becomes a branch one level higher with the two halves as children.
+    /// usual; the root page becomes a branch one level higher with the two halves as
+    /// children, so the root keeps its page number.
     fn split_root(
         &self,
         mut root: PageMut,
@@ -504,11 +572,11 @@ impl BTree {
         let (left_no, right_no) = (left.id().page_no, right.id().page_no);
         drop(left);
         drop(right);
-        page::init_frame(&mut root, PageType::BtreeBranch, self.id(ROOT_PAGE), 0);
+        page::init_frame(&mut root, PageType::BtreeBranch, self.id(self.root), 0);
         let mut node = NodeMut::init(&mut root[body], NodeKind::Branch, level + 1);
         node.set_leftmost_child(left_no);
         node.branch_insert(0, &separator, right_no)
-            .map_err(|_| self.corrupt(ROOT_PAGE, "a fresh root cannot hold one separator"))?;
+            .map_err(|_| self.corrupt(self.root, "a fresh root cannot hold one separator"))?;
         Ok(())
     }
 
@@ -543,7 +611,7 @@ impl BTree {
 
     fn delete_optimistic(&self, mtr: &Mtr, key: &[u8]) -> Result<Attempt<Option<Stored>>> {
         let mut leaf = self.descend_for_write(mtr, key)?;
-        let is_root = leaf.id().page_no == ROOT_PAGE;
+        let is_root = leaf.id().page_no == self.root;
         let node = self.node(&leaf)?;
         let Ok(index) = node.search(key) else {
             return Ok(Attempt::Done(None));
@@ -568,7 +636,7 @@ impl BTree {
         };
         let old = Stored::from_leaf_value(node.leaf_value(index));
         self.node_mut(&mut leaf)?.remove(index);
-        let mut emptied = if self.node(&leaf)?.is_empty() && leaf.id().page_no != ROOT_PAGE {
+        let mut emptied = if self.node(&leaf)?.is_empty() && leaf.id().page_no != self.root {
             Some(leaf)
         } else {
             None
@@ -582,14 +650,14 @@ impl BTree {
                 return Err(self.corrupt(page_no, "an emptied page has no latched parent"));
             };
             let parent_empty = remove_child(&mut self.node_mut(&mut parent)?, child_index);
-            if parent_empty && parent.id().page_no != ROOT_PAGE {
+            if parent_empty && parent.id().page_no != self.root {
                 emptied = Some(parent);
             } else {
                 path.push((parent, child_index));
             }
         }
         if let Some((root, _)) = path.into_iter().next() {
-            if root.id().page_no == ROOT_PAGE {
+            if root.id().page_no == self.root {
                 self.collapse_root(mtr, root, &mut to_free)?;
             }
         }
@@ -611,7 +679,7 @@ impl BTree {
             let child_no = node.child(0);
             if child_no == 0 {
                 // The last child went away: the tree is empty again.
-                page::init_frame(&mut root, PageType::BtreeLeaf, self.id(ROOT_PAGE), 0);
+                page::init_frame(&mut root, PageType::BtreeLeaf, self.id(self.root), 0);
                 NodeMut::init(&mut root[body], NodeKind::Leaf, 0);
                 return Ok(());
             }
@@ -621,11 +689,27 @@ impl BTree {
             } else {
                 PageType::BtreeBranch
             };
-            page::init_frame(&mut root, child_type, self.id(ROOT_PAGE), 0);
+            page::init_frame(&mut root, child_type, self.id(self.root), 0);
             root[body.clone()].copy_from_slice(&child[body.clone()]);
             drop(child);
             to_free.push(child_no);
         }
+    }
+
+    // ---- destroy ----------------------------------------------------------------------
+
+    /// Frees every page of the tree, root and overflow chains included, and returns how
+    /// many (see "Destroying a tree" above). The space's free count grows by exactly that.
+    /// A tree that fails invariants 1–6 is refused with `Error::Corrupt` and left as it is.
+    pub fn destroy(self) -> Result<u32> {
+        let mut pages: Vec<u32> = self.tree_pages()?.into_iter().collect();
+        let root_index = pages
+            .iter()
+            .position(|&page_no| page_no == self.root)
+            .expect("a tree's walk reaches its root");
+        pages.swap(0, root_index);
+        overflow::free_pages(&self.alloc, self.log.as_ref(), &pages)?;
+        Ok(pages.len() as u32)
     }
 
     // ---- helpers ----------------------------------------------------------------------

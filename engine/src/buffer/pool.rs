@@ -218,6 +218,31 @@ impl BufferPool {
         })
     }
 
+    /// Makes the listed pages durable: writes those that are dirty (through the
+    /// doublewrite when attached) and syncs their spaces. The re-encryption pass uses it
+    /// before it records its progress. The caller must hold no page latch.
+    pub fn flush_pages(&self, ids: &[PageId]) -> Result<u64> {
+        self.core.check_poison()?;
+        let written = self.core.write_listed(ids)?;
+        let spaces: std::collections::BTreeSet<u32> = ids.iter().map(|id| id.space_id).collect();
+        for space_id in spaces {
+            self.core.io.sync_space(space_id).inspect_err(|err| {
+                self.core.poison(err.to_string()); // rule 9
+            })?;
+        }
+        Ok(written)
+    }
+
+    /// Empties the doublewrite slots, if a doublewrite is attached (between batches): the
+    /// copies there are of pages already durable at home, and after a re-encryption they
+    /// may be the last copies sealed the old way (or plain).
+    pub fn clear_doublewrite(&self) -> Result<()> {
+        match self.core.doublewrite.get() {
+            Some(dw) => dw.clear_slots(),
+            None => Ok(()),
+        }
+    }
+
     /// Forgets every page of space `space_id` without writing it (dropping a table); their
     /// frames become free. Nobody may use the space meanwhile. Returns once no write of the
     /// space is in flight, so the caller may delete its file.

@@ -46,11 +46,10 @@ pub struct NewSpace {
     pub encryption: Option<SpaceEncryption>,
 }
 
-/// The unwrapped data keys of a space, by generation (key version).
+/// The unwrapped data keys of a space, by generation (keyring key id, version).
 #[derive(Debug, Default)]
 pub(crate) struct SpaceKeys {
-    key_id: u32,
-    by_version: HashMap<u32, Arc<DataKey>>,
+    by_generation: HashMap<(u32, u32), Arc<DataKey>>,
 }
 
 impl SpaceKeys {
@@ -60,16 +59,15 @@ impl SpaceKeys {
         record: &EncryptionRecord,
         keyring: &dyn KeyProvider,
     ) -> (SpaceKeys, Vec<KeyringError>) {
-        let mut keys = SpaceKeys {
-            key_id: record.key_id,
-            by_version: HashMap::new(),
-        };
+        let mut keys = SpaceKeys::default();
         let mut errors = Vec::new();
         for generation in &record.generations {
             match wrap::unwrap(keyring, &generation.wrapped) {
                 Ok(data_key) => {
-                    keys.by_version
-                        .insert(generation.version, Arc::new(data_key));
+                    keys.by_generation.insert(
+                        (generation.key_id(), generation.version),
+                        Arc::new(data_key),
+                    );
                 }
                 Err(error) => errors.push(error),
             }
@@ -79,17 +77,32 @@ impl SpaceKeys {
 
     /// True when no data key is loaded.
     pub(crate) fn is_empty(&self) -> bool {
-        self.by_version.is_empty()
+        self.by_generation.is_empty()
+    }
+
+    /// Keeps only the generations `record` still lists (none if it is `None`).
+    fn retain_listed(&mut self, record: Option<&EncryptionRecord>) {
+        self.by_generation.retain(|&(key_id, version), _| {
+            record.is_some_and(|r| {
+                r.generations
+                    .iter()
+                    .any(|g| g.key_id() == key_id && g.version == version)
+            })
+        });
     }
 }
 
 impl PageKeys for SpaceKeys {
     fn data_key(&self, key_id: u32, key_version: u32) -> Option<Arc<DataKey>> {
-        if key_id != self.key_id {
-            return None;
-        }
-        self.by_version.get(&key_version).cloned()
+        self.by_generation.get(&(key_id, key_version)).cloned()
     }
+}
+
+/// A change to a space's encryption record, made by [`SpaceFile::update_encryption`]:
+/// the record to install and the unwrapped data key of a generation it adds, if any.
+pub(crate) struct EncryptionChange {
+    pub(crate) record: Option<EncryptionRecord>,
+    pub(crate) new_key: Option<(u32, u32, DataKey)>,
 }
 
 /// One open tablespace file.
@@ -141,8 +154,8 @@ impl SpaceFile {
                 })?;
                 let (data_key, wrapped) = wrap::new_data_key(keyring, settings.key_id)?;
                 let version = wrapped.key_version;
-                keys.key_id = settings.key_id;
-                keys.by_version.insert(version, Arc::new(data_key));
+                keys.by_generation
+                    .insert((settings.key_id, version), Arc::new(data_key));
                 Some(EncryptionRecord {
                     key_id: settings.key_id,
                     algorithm: settings.algorithm,
@@ -272,7 +285,7 @@ impl SpaceFile {
     /// Reads page `page_no` and decodes it (verifying its checksum and decrypting it) into
     /// `frame`.
     pub fn read_page(&self, page_no: u32, frame: &mut [u8]) -> Result<()> {
-        let sealing = self.check_data_page(page_no)?;
+        let rules = self.check_data_page(page_no)?;
         let offset = self.offset_of(page_no);
         self.file
             .read_at(frame, offset)
@@ -289,32 +302,21 @@ impl SpaceFile {
                 .pages_decrypted
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.check_policy(
-            page_no,
-            sealing.map(|s| s.key_id),
-            header.cipher.is_some(),
-            header.key_id,
-        )?;
+        self.check_policy(page_no, &rules, header.cipher.is_some())?;
         self.check_structure(page_no, header.page_type, frame)
     }
 
     /// The codec accepts any well-formed page, including an unencrypted one; whether a page
     /// *should* be encrypted is the space's policy. Without this check, someone who can
     /// write the file could replace an encrypted page by a plain page of their choosing
-    /// (the CRC is public) and have it read as data.
-    fn check_policy(
-        &self,
-        page_no: u32,
-        expected_key: Option<u32>,
-        encrypted: bool,
-        key_id: u32,
-    ) -> Result<()> {
-        let problem = match (expected_key, encrypted) {
-            (Some(_), false) => "is not encrypted, but its tablespace is",
-            (None, true) => "is encrypted, but its tablespace is not",
-            (Some(expected), true) if expected != key_id => {
-                "names another key id than its tablespace"
-            }
+    /// (the CRC is public) and have it read as data. While a space is being encrypted
+    /// (`PLAIN_PAGES`) or decrypted (`DECRYPTING`) both kinds are expected. An encrypted
+    /// page that decoded used one of this space's generations (its keys hold no other),
+    /// so its key id is one the space lists.
+    fn check_policy(&self, page_no: u32, rules: &PageRules, encrypted: bool) -> Result<()> {
+        let problem = match (rules.encrypted_ok, rules.plain_ok, encrypted) {
+            (true, false, false) => "is not encrypted, but its tablespace is",
+            (false, _, true) => "is encrypted, but its tablespace is not",
             _ => return Ok(()),
         };
         Err(Error::Corrupt {
@@ -350,7 +352,14 @@ impl SpaceFile {
     /// encrypted, encrypted with the current data key under a fresh write nonce. Writes
     /// nothing (except page 0 when the nonce reservation runs out).
     pub fn encode_page(&self, page_no: u32, frame: &[u8]) -> Result<Vec<u8>> {
-        let encryption = self.check_data_page(page_no)?;
+        // Keys before header (the order `update_encryption` takes them in), so the
+        // generation the header names cannot be dropped between the two looks.
+        let (encryption, key) = {
+            let keys = self.keys.read();
+            let sealing = self.check_data_page(page_no)?.sealing;
+            let key = sealing.map(|s| keys.data_key(s.key_id, s.key_version));
+            (sealing, key.flatten())
+        };
         let mut stored = vec![0u8; self.page_size.len()];
         match encryption {
             None => page::encode(frame, Seal::Plain, &mut stored),
@@ -359,11 +368,7 @@ impl SpaceFile {
                 key_version,
                 algorithm,
             }) => {
-                let key = self
-                    .keys
-                    .read()
-                    .data_key(key_id, key_version)
-                    .expect("the current generation's data key is always loaded");
+                let key = key.expect("update_encryption installs a generation's key first");
                 let write_nonce = self.nonces.next(|limit| self.reserve_nonces(limit))?;
                 page::encode(
                     frame,
@@ -409,6 +414,49 @@ impl SpaceFile {
         Ok(())
     }
 
+    /// Changes the encryption record (rotation, ALTER, rewrap): `change` sees the current
+    /// record and returns the new one, or `None` for "no change". The new record is written
+    /// to page 0 and synced *before* memory changes, so no page is ever sealed with a
+    /// generation whose wrapped key is not durable yet; then the new generation's key is
+    /// installed and the keys of generations the record no longer lists are dropped. Page
+    /// 0 keeps the allocation fields it already holds (the live ones may not be logged yet).
+    /// Returns whether anything changed.
+    pub(crate) fn update_encryption(
+        &self,
+        change: impl FnOnce(Option<&EncryptionRecord>) -> Result<Option<EncryptionChange>>,
+    ) -> Result<bool> {
+        let _ordered = self.header_write.lock();
+        let current = self.header.lock().clone();
+        let Some(EncryptionChange { record, new_key }) = change(current.encryption.as_ref())?
+        else {
+            return Ok(false);
+        };
+        let mut snapshot = current;
+        snapshot.encryption = record.clone();
+        snapshot.set_alloc(*self.alloc_on_disk.lock());
+        self.write_header(&snapshot)?;
+        let mut keys = self.keys.write();
+        if let Some((key_id, version, key)) = new_key {
+            keys.by_generation.insert((key_id, version), Arc::new(key));
+        }
+        self.header.lock().encryption = record.clone();
+        keys.retain_listed(record.as_ref());
+        Ok(true)
+    }
+
+    /// The (key id, version) of every keyring key this space's header needs: one per
+    /// stored generation, by the keyring version it is wrapped under.
+    pub fn keyring_versions_needed(&self) -> Vec<(u32, u32)> {
+        let header = self.header.lock();
+        header.encryption.as_ref().map_or(Vec::new(), |record| {
+            record
+                .generations
+                .iter()
+                .map(|g| (g.wrapped.key_id, g.wrapped.key_version))
+                .collect()
+        })
+    }
+
     /// Page 0 with a new nonce reservation, and the allocation fields page 0 already holds
     /// (the live ones may not be logged yet).
     fn reserve_nonces(&self, new_limit: u64) -> Result<()> {
@@ -448,16 +496,27 @@ impl SpaceFile {
     }
 
     /// Checks that `page_no` is a data page of this space and returns how the space seals
-    /// its pages now — one look at the header per page IO.
-    fn check_data_page(&self, page_no: u32) -> Result<Option<Sealing>> {
-        let (page_count, sealing) = {
+    /// its pages now and which stored pages it accepts — one look at the header per page IO.
+    fn check_data_page(&self, page_no: u32) -> Result<PageRules> {
+        let (page_count, rules) = {
             let header = self.header.lock();
-            let sealing = header.encryption.as_ref().map(|record| Sealing {
-                key_id: record.key_id,
-                key_version: record.current_version,
-                algorithm: record.algorithm,
-            });
-            (header.page_count, sealing)
+            let rules = match header.encryption.as_ref() {
+                None => PageRules {
+                    sealing: None,
+                    encrypted_ok: false,
+                    plain_ok: true,
+                },
+                Some(record) => PageRules {
+                    sealing: (!record.rotation.is_decrypting()).then_some(Sealing {
+                        key_id: record.key_id,
+                        key_version: record.current_version,
+                        algorithm: record.algorithm,
+                    }),
+                    encrypted_ok: true,
+                    plain_ok: record.rotation.plain_pages_allowed(),
+                },
+            };
+            (header.page_count, rules)
         };
         if page_no == 0 || page_no >= page_count {
             return Err(Error::Corrupt {
@@ -468,7 +527,7 @@ impl SpaceFile {
                 ),
             });
         }
-        Ok(sealing)
+        Ok(rules)
     }
 
     /// Writes `stored`, bytes made by [`encode_page`](Self::encode_page) (or a doublewrite
@@ -509,6 +568,15 @@ impl SpaceFile {
             Err(e) => Err(Error::io("read page from", &self.path, e)),
         }
     }
+}
+
+/// How a space treats page IO right now (from its header).
+struct PageRules {
+    /// How new writes are sealed; `None` = plain.
+    sealing: Option<Sealing>,
+    /// Whether stored pages may be encrypted / plain.
+    encrypted_ok: bool,
+    plain_ok: bool,
 }
 
 /// How an encrypted space seals its pages: key id, current generation, algorithm.

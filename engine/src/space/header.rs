@@ -26,9 +26,11 @@
 //! 48     4    key_id              keyring key id of the tablespace
 //! 52     4    current_key_version generation new page writes use
 //! 56     4    min_key_version     oldest generation any page may still carry
-//! 60     4    rotate_next_page    re-encryption progress (rotation work)
-//! 64     4    rotate_target       generation the rotation moves pages to (0 = none)
-//! 68     4    rotate_flags        0
+//! 60     4    rotate_next_page    re-encryption pass: pages below it are done (durably)
+//! 64     4    rotate_target       generation the pass moves pages to (0 = decrypting)
+//! 68     4    rotate_flags        bit 0 ACTIVE (a pass is running), bit 1 PLAIN_PAGES
+//!                                 (pages may still be unencrypted), bit 2 DECRYPTING
+//!                                 (new writes are plain; encrypted pages stay readable)
 //! 72     8    reserved            0
 //! 80     224  generations         4 × { version u32, WrappedKey (52 bytes) }
 //! 304    4    copy_crc            CRC-32 of bytes 0..304 of this copy
@@ -99,19 +101,72 @@ pub enum SpaceKind {
     Temporary,
 }
 
-/// One data-key generation: the data key made when keyring version `version` was current,
-/// stored wrapped (possibly re-wrapped since under a newer keyring version).
+/// One data-key generation: the data key made when version `version` of keyring key
+/// `wrapped.key_id` was the latest, stored wrapped (possibly re-wrapped since under a newer
+/// version of the same key id). Pages name a generation by (key id, version).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation {
     pub version: u32,
     pub wrapped: WrappedKey,
 }
 
-/// Re-encryption progress, persisted so a rotation resumes after a crash.
+impl Generation {
+    /// The keyring key id this generation belongs to.
+    pub fn key_id(&self) -> u32 {
+        self.wrapped.key_id
+    }
+}
+
+impl EncryptionRecord {
+    /// The generation new pages are sealed with.
+    pub fn current(&self) -> Option<&Generation> {
+        self.generations
+            .iter()
+            .find(|g| g.key_id() == self.key_id && g.version == self.current_version)
+    }
+
+    /// The oldest generation version any page may still carry.
+    pub fn oldest_version(&self) -> u32 {
+        self.generations
+            .iter()
+            .map(|g| g.version)
+            .min()
+            .unwrap_or(self.current_version)
+    }
+}
+
+/// Re-encryption progress, persisted so a rotation resumes after a crash
+/// (`engine/src/rotation/` owns the rules).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RotationState {
+    /// Pages `1..next_page` already carry the target sealing, durably.
     pub next_page: u32,
+    /// The generation the pass moves pages to (0 while decrypting).
     pub target_version: u32,
+    /// [`RotationState::ACTIVE`], [`RotationState::PLAIN_PAGES`], [`RotationState::DECRYPTING`].
+    pub flags: u32,
+}
+
+impl RotationState {
+    /// A re-encryption pass is running.
+    pub const ACTIVE: u32 = 1;
+    /// Some pages may still be unencrypted (the space is being encrypted).
+    pub const PLAIN_PAGES: u32 = 2;
+    /// The space is being decrypted: new writes are plain.
+    pub const DECRYPTING: u32 = 4;
+    const KNOWN: u32 = Self::ACTIVE | Self::PLAIN_PAGES | Self::DECRYPTING;
+
+    pub fn is_active(&self) -> bool {
+        self.flags & Self::ACTIVE != 0
+    }
+
+    pub fn plain_pages_allowed(&self) -> bool {
+        self.flags & (Self::PLAIN_PAGES | Self::DECRYPTING) != 0
+    }
+
+    pub fn is_decrypting(&self) -> bool {
+        self.flags & Self::DECRYPTING != 0
+    }
 }
 
 /// The encryption record of an encrypted tablespace.
@@ -265,6 +320,7 @@ impl SpaceHeader {
         put_u32(body, MIN_VERSION_OFFSET, record.min_version);
         put_u32(body, ROTATE_NEXT_OFFSET, record.rotation.next_page);
         put_u32(body, ROTATE_TARGET_OFFSET, record.rotation.target_version);
+        put_u32(body, ROTATE_FLAGS_OFFSET, record.rotation.flags);
         for (index, generation) in record.generations.iter().enumerate() {
             let start = GENERATIONS_OFFSET + index * GENERATION_LEN;
             put_u32(body, start, generation.version);
@@ -346,18 +402,19 @@ fn read_encryption(body: &[u8]) -> Result<EncryptionRecord, HeaderError> {
         rotation: RotationState {
             next_page: u32_at(body, ROTATE_NEXT_OFFSET),
             target_version: u32_at(body, ROTATE_TARGET_OFFSET),
+            flags: u32_at(body, ROTATE_FLAGS_OFFSET),
         },
         generations,
     };
-    if !record
-        .generations
-        .iter()
-        .any(|g| g.version == record.current_version)
-    {
+    if record.current().is_none() {
         return Err(HeaderError(format!(
-            "current key version {} has no stored data key",
-            record.current_version
+            "current key (id {}, version {}) has no stored data key",
+            record.key_id, record.current_version
         )));
+    }
+    let unknown = record.rotation.flags & !RotationState::KNOWN;
+    if unknown != 0 {
+        return Err(HeaderError(format!("unknown rotation flags {unknown:#x}")));
     }
     Ok(record)
 }

@@ -19,8 +19,8 @@ mod nonce;
 mod set;
 
 pub use alloc::{Allocator, NEXT_FREE_OFFSET};
-pub(crate) use file::SpaceKeys;
 pub use file::{probe_page_size, IoCounters, NewSpace, SpaceEncryption, SpaceFile};
+pub(crate) use file::{EncryptionChange, SpaceKeys};
 pub use header::{AllocState, SpaceHeader, SpaceKind};
 pub use set::SpaceSet;
 

@@ -186,3 +186,42 @@ fn blocks_that_do_not_decrypt_with_the_log_key_are_a_wrong_key_error() {
     );
     assert!(error.to_string().contains("key id 1 version 1"));
 }
+
+#[test]
+fn rewrapped_log_key_opens_without_the_old_keyring_version() {
+    let vfs = HookVfs::default();
+    let keys = keys();
+    let log = Log::create(
+        Arc::new(vfs.clone()),
+        dir(),
+        small_config(true),
+        Some(&keys),
+    )
+    .unwrap();
+    for i in 0..10 {
+        log.commit(log.append(&marker_records(i)).unwrap()).unwrap();
+    }
+    let old = log.wrapping_key().unwrap();
+    let new_version = keys.rotate(1).unwrap();
+    assert_eq!(
+        log.rewrap_key(&keys).unwrap(),
+        Some((1, new_version)),
+        "the log key is wrapped under the new version"
+    );
+    assert_eq!(log.wrapping_key(), Some((1, new_version)));
+    drop(log); // a crash: the records must still be readable
+    assert!(keys.remove(old.0, old.1));
+    let (log, report) = Log::open(
+        Arc::new(vfs.clone()),
+        dir(),
+        small_config(true),
+        Some(&keys),
+    )
+    .unwrap();
+    assert_eq!(
+        report.records.len(),
+        40,
+        "every record read back with the rewrapped key"
+    );
+    log.close().unwrap();
+}

@@ -1,0 +1,155 @@
+//! One re-encryption pass over one tablespace: every page `1..page_count` is rewritten with
+//! the space's current sealing, in batches, and the progress is recorded in page 0.
+//!
+//! ```text
+//!   read next_page from page 0 (in memory)          — where the pass is
+//!   for each page of the batch (at most BATCH):
+//!       throttle; read it through the buffer pool (a miss decrypts it)
+//!       unless its stored header already shows the target generation:
+//!           throttle; latch it exclusively and release — marked dirty, content unchanged
+//!   BufferPool::flush_pages(batch)                   — written (doublewrite, fresh write
+//!                                                      nonce = fresh IV) and synced
+//!   page 0: next_page = end of batch, synced         — only now, so progress on disk
+//!                                                      never runs ahead of the pages
+//!   no page left: page 0 drops every other generation (plan::finished), synced
+//! ```
+//!
+//! **Crash safety.** Page 0 says "pages below `next_page` carry the target"; it is written
+//! only after those pages are durable, so after a crash the pass resumes at `next_page`
+//! and redoes at most one batch. Pages at or beyond it may carry any listed generation
+//! (every one is still in the header) or be plain while `PLAIN_PAGES`/`DECRYPTING` is set.
+//! A generation is dropped only after every page was rewritten and synced.
+//!
+//! **Why marking dirty is enough.** The page's bytes do not change, so there is nothing to
+//! redo-log; the next write of the page seals it with the current generation and a fresh
+//! write nonce, so the new ciphertext never reuses an IV. A page whose frame was read
+//! with the target generation is skipped; a frame that never came from disk (all codec
+//! fields zero) is always rewritten, since what is on disk is unknown.
+//!
+//! **Concurrency.** Progress and the finish are compare-and-set on page 0 through
+//! `SpaceFile::update_encryption`: if a rotation restarted the pass meanwhile (rule 3 of
+//! `plan.rs`), the stale progress is dropped and the pass starts over from page 1.
+
+use super::plan;
+use super::throttle::Throttle;
+use crate::buffer::BufferPool;
+use crate::error::Result;
+use crate::page::{PageHeader, PageId};
+use crate::space::header::EncryptionRecord;
+use crate::space::{EncryptionChange, SpaceFile};
+
+/// Pages per batch: one doublewrite batch, one page-0 write.
+pub(crate) const BATCH: u32 = 64;
+
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Every page moved; the old generations are gone from page 0.
+    Finished,
+    /// Nothing to do (no pass is running on this space).
+    Idle,
+    /// `stopped()` said so; progress up to the last batch is kept.
+    Stopped,
+}
+
+/// Which pass a batch belongs to: a restart changes one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PassId {
+    key_id: u32,
+    target_version: u32,
+    flags: u32,
+}
+
+impl PassId {
+    fn of(record: &EncryptionRecord) -> PassId {
+        PassId {
+            key_id: record.key_id,
+            target_version: record.rotation.target_version,
+            flags: record.rotation.flags,
+        }
+    }
+}
+
+/// Runs the pass of `space` until it finishes or `stopped()` is true.
+pub(crate) fn run(
+    space: &SpaceFile,
+    pool: &BufferPool,
+    throttle: &Throttle,
+    stopped: &dyn Fn() -> bool,
+) -> Result<Outcome> {
+    loop {
+        if stopped() {
+            return Ok(Outcome::Stopped);
+        }
+        let Some(record) = space.header().encryption else {
+            return Ok(Outcome::Idle);
+        };
+        if !record.rotation.is_active() {
+            return Ok(Outcome::Idle);
+        }
+        let pass = PassId::of(&record);
+        let start = record.rotation.next_page.max(1);
+        let page_count = space.logged_alloc().page_count;
+        if start >= page_count {
+            let finished = space.update_encryption(|current| {
+                Ok(same_pass(current, pass, start)
+                    .then(|| plan::finished(current.expect("checked"))))
+            })?;
+            if finished {
+                pool.clear_doublewrite()?;
+                return Ok(Outcome::Finished);
+            }
+            continue; // restarted meanwhile
+        }
+        let end = start.saturating_add(BATCH).min(page_count);
+        let mut rewritten = Vec::new();
+        for page_no in start..end {
+            if stopped() {
+                return Ok(Outcome::Stopped);
+            }
+            let id = PageId::new(space.id(), page_no);
+            throttle.acquire();
+            let carries_target = {
+                let page = pool.read(id)?;
+                carries(&page, &record)
+            };
+            if !carries_target {
+                throttle.acquire();
+                drop(pool.write(id)?); // dirty: the next write re-seals it
+                rewritten.push(id);
+            }
+        }
+        pool.flush_pages(&rewritten)?;
+        space.update_encryption(|current| {
+            Ok(same_pass(current, pass, start).then(|| {
+                let mut record = current.expect("checked").clone();
+                record.rotation.next_page = end;
+                EncryptionChange {
+                    record: Some(record),
+                    new_key: None,
+                }
+            }))
+        })?;
+    }
+}
+
+/// True if `current` is still the pass `pass`, `start` pages in.
+fn same_pass(current: Option<&EncryptionRecord>, pass: PassId, start: u32) -> bool {
+    current.is_some_and(|record| {
+        record.rotation.is_active()
+            && PassId::of(record) == pass
+            && record.rotation.next_page.max(1) == start
+    })
+}
+
+/// True if the frame was read from disk sealed with the target generation (module doc).
+fn carries(frame: &[u8], record: &EncryptionRecord) -> bool {
+    if record.rotation.is_decrypting() {
+        return false; // a plain frame header cannot tell "read plain" from "never read"
+    }
+    PageHeader::read(frame).is_ok_and(|header| {
+        header.cipher == Some(record.algorithm)
+            && header.key_id == record.key_id
+            && header.key_version == record.current_version
+    })
+}
