@@ -9,6 +9,7 @@
 //! <dir>/space-<id>.sbd     one file per table
 //! <dir>/doublewrite.dbw    torn-page protection (`doublewrite.rs`)
 //! <dir>/redo/              the redo log: redo.ctl and redo-<seq>.log segments (`wal`)
+//! <dir>/tmp/               temporary files of bulk loads (`tmpdir`; `tempfile.rs`)
 //! ```
 //!
 //! ## Open, step by step (`docs/durability.md` §3 has the recovery phases)
@@ -72,6 +73,8 @@ pub(crate) struct DbInner {
     pub(crate) catalog: Catalog,
     /// Guards the open tables by name (changed by create/drop; read by `table`).
     pub(crate) tables: RwLock<BTreeMap<String, Arc<TableState>>>,
+    /// Guards the temporary tables by name (never in the catalog; gone at restart).
+    temp_tables: RwLock<BTreeMap<String, Arc<TableState>>>,
     /// Serialises DDL (and rotation requests) so the catalog, the files, page 0 of the
     /// spaces and `tables` change together.
     pub(crate) ddl: Mutex<()>,
@@ -326,6 +329,21 @@ impl Db {
                 .map_err(|e| Error::io("remove leftover tablespace", &path, e))?;
             recovered.leftover_files_removed += 1;
         }
+        // Temporary files a crash left behind (they are on the real file system).
+        let temp_files = options
+            .tmpdir
+            .clone()
+            .unwrap_or_else(|| dir.join(TEMP_FILE_DIR));
+        match crate::tempfile::remove_leftovers(&temp_files) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(
+                    "remove leftover temporary files in",
+                    temp_files,
+                    e,
+                ));
+            }
+            _ => {}
+        }
         recreate_temp_space(
             vfs.as_ref(),
             &dir,
@@ -369,6 +387,7 @@ impl Db {
                 counters,
                 catalog,
                 tables: RwLock::new(tables),
+                temp_tables: RwLock::new(BTreeMap::new()),
                 ddl: Mutex::new(()),
                 rotator,
                 closed: Mutex::new(false),
@@ -469,22 +488,64 @@ impl Db {
         Ok(Table::new(state))
     }
 
-    /// The table called `name`.
+    /// Creates a temporary table: a B+tree in the temporary tablespace (encrypted with key 2,
+    /// else key 1, when `encrypt_temp` is on), never logged and never in the catalog, so it
+    /// is gone after a restart or a crash. Its writes are autocommit only (`Db::put`,
+    /// `Db::delete`, [`Db::bulk_load`]); a transaction refuses it. Its name shares the
+    /// namespace of ordinary tables.
+    pub fn create_temp_table(&self, name: &str) -> Result<Table> {
+        self.check_open()?;
+        check_table_name(name)?;
+        let inner = &self.inner;
+        let _ddl = inner.ddl.lock();
+        if inner.tables.read().contains_key(name) || inner.temp_tables.read().contains_key(name) {
+            return Err(Error::TableExists(name.to_string()));
+        }
+        let space = inner.spaces.get(space::TEMP_SPACE_ID)?;
+        let encrypted = space.header().encryption.is_some();
+        let alloc = Arc::new(Allocator::new(space, Arc::clone(&inner.pool)));
+        // Its own lock namespace: temporary tables share one space id. Taken from the
+        // catalog's space ids, so it never equals a table's.
+        let lock_space = inner.catalog.allocate_space_id()?;
+        let tree = BTree::create_anywhere(Arc::clone(&inner.pool), alloc, None)?
+            .with_lock_space(lock_space);
+        let meta = TableMeta {
+            space_id: space::TEMP_SPACE_ID,
+            encrypted_option: Encrypted::Default,
+            key_id: 0,
+            encrypted,
+        };
+        let state = Arc::new(TableState::temporary(name.to_string(), meta, tree));
+        inner
+            .temp_tables
+            .write()
+            .insert(name.to_string(), Arc::clone(&state));
+        Ok(Table::new(state))
+    }
+
+    /// The table called `name` (ordinary or temporary).
     pub fn table(&self, name: &str) -> Result<Table> {
         self.check_open()?;
-        self.inner
-            .tables
-            .read()
-            .get(name)
-            .map(|state| Table::new(Arc::clone(state)))
+        let inner = &self.inner;
+        let found = inner.tables.read().get(name).cloned();
+        found
+            .or_else(|| inner.temp_tables.read().get(name).cloned())
+            .map(Table::new)
             .ok_or_else(|| Error::NoSuchTable(name.to_string()))
     }
 
-    /// Drops a table: its catalog entry, its cached pages and its file.
+    /// Drops a table: its catalog entry, its cached pages and its file (a temporary
+    /// table: its pages go back to the temporary space's free list, zeroed).
     pub fn drop_table(&self, name: &str) -> Result<()> {
         self.check_open()?;
         let inner = &self.inner;
         let _ddl = inner.ddl.lock();
+        if let Some(state) = inner.temp_tables.write().remove(name) {
+            let mut alive = state.alive.write();
+            *alive = false;
+            state.tree.clone().destroy()?;
+            return Ok(());
+        }
         let state = inner
             .tables
             .write()
@@ -499,7 +560,18 @@ impl Db {
         inner.pool.discard_space(space_id);
         let space = inner.spaces.remove(space_id);
         let path = inner.dir.join(space::file_name(space_id));
+        let holds_plaintext = space.as_ref().is_some_and(|space| {
+            space
+                .header()
+                .encryption
+                .is_none_or(|record| record.rotation.plain_pages_allowed())
+        });
         drop(space);
+        if holds_plaintext {
+            // Scrubbing: a plain table's rows must not linger in the blocks the file
+            // system frees (docs/rotation.md, "Scrubbing").
+            scrub_file(inner.options.vfs.as_ref(), &path)?;
+        }
         inner
             .options
             .vfs
@@ -689,6 +761,14 @@ impl DbInner {
         &self.recovered
     }
 
+    /// Where temporary files go (`tmpdir`).
+    pub(crate) fn temp_dir(&self) -> PathBuf {
+        self.options
+            .tmpdir
+            .clone()
+            .unwrap_or_else(|| self.dir.join(TEMP_FILE_DIR))
+    }
+
     /// The open table whose tablespace is `space_id`.
     pub(crate) fn table_by_space(&self, space_id: u32) -> Option<Arc<TableState>> {
         self.tables
@@ -743,6 +823,9 @@ fn load_keyring(options: &Options) -> Result<LoadedKeyring> {
 
 /// The smallest redo-log segment, in pages (see `open_log`).
 pub(crate) const MIN_LOG_FILE_PAGES: u64 = 32;
+
+/// The temporary-file directory inside the data directory (default `tmpdir`).
+pub(crate) const TEMP_FILE_DIR: &str = "tmp";
 
 /// The redo log directory inside the data directory.
 pub(crate) const LOG_DIR: &str = "redo";
@@ -812,6 +895,24 @@ fn system_encryption(
         key_id: provider::SYSTEM_KEY_ID,
         algorithm: options.encryption_algorithm,
     }))
+}
+
+/// Overwrites the whole file at `path` with zeros and syncs it (before it is deleted).
+fn scrub_file(vfs: &dyn Vfs, path: &Path) -> Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let file = vfs
+        .open(path, crate::io::OpenMode::Existing)
+        .map_err(|e| Error::io("open for scrubbing", path, e))?;
+    let len = file.size().map_err(|e| Error::io("size", path, e))?;
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut offset = 0;
+    while offset < len {
+        let n = (len - offset).min(CHUNK) as usize;
+        file.write_at(&zeros[..n], offset)
+            .map_err(|e| Error::io("scrub", path, e))?;
+        offset += n as u64;
+    }
+    file.sync().map_err(|e| Error::io("sync", path, e))
 }
 
 /// Deletes the old temporary space and makes a new, empty one (key 2, else key 1).

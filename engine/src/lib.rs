@@ -38,10 +38,13 @@
 //! | `rotation`  | key rotation, ALTER of encryption, rewrap: background re-encryption   |
 //! | [`tempfile`] | encrypted temporary files (key 2, else 1) that never outlive the process |
 //! | [`sort`]    | external merge sort of key/value pairs through temp files (bulk load) |
+//! | `bulk`      | `Db::bulk_loader`: sort (spilling to encrypted temp files), insert in key order |
+//! | `transfer`  | `Db::export_table` / `Db::import_table`: moving a table with a transfer key |
 //! | `db`, `txn` | the embedded API                                                      |
 
 pub mod btree;
 pub mod buffer;
+mod bulk;
 mod catalog;
 mod checkpoint;
 mod db;
@@ -60,9 +63,11 @@ pub mod sort;
 pub mod space;
 mod table;
 pub mod tempfile;
+mod transfer;
 mod txn;
 pub(crate) mod undo;
 
+pub use bulk::{BulkLoadReport, BulkLoader};
 pub use catalog::Encrypted;
 pub use db::{Db, Recovered, Stats, VerifyReport};
 pub use error::{Error, Result};
@@ -70,4 +75,5 @@ pub use options::{EncryptTables, KeySource, Options};
 pub use rotation::{EncryptionStatus, Progress, RotationPolicy, RotationReport, STATUS_COLUMNS};
 pub use strongbox_wal::{FlushAtCommit, LogStats};
 pub use table::{Table, TableInfo, TableOptions};
+pub use transfer::{ExportReport, ImportOptions, ImportReport};
 pub use txn::{Scan, Transaction};

@@ -17,6 +17,7 @@
 //! | `log_file_size`             | 64 MiB    | bytes per redo-log segment (at least 32 pages); fixed when the database is created |
 //! | `encryption_threads`        | 1         | background re-encryption threads (MariaDB's `innodb_encryption_threads`; MariaDB's default is 0, ours 1 so ALTER and rotation finish without extra settings); 0 = passes run only while someone waits for them |
 //! | `encryption_rotate_key_age` | 1         | re-encrypt a space on its own when its oldest page generation + age < the key's latest version (MariaDB's meaning; 0 = never for age). An explicit rotation (`Db::rotate_key`) moves every page regardless: `docs/rotation.md` |
+//! | `tmpdir`                    | `<data>/tmp` | where bulk loads spill sorted runs (encrypted temporary files, key 2 else 1, when `encrypt_temp` is on) |
 //! | `encryption_rotation_iops`  | 100       | page IOs per second the re-encryption threads may use together (0 = no cap) |
 
 use crate::io::{StdVfs, Vfs};
@@ -119,6 +120,8 @@ pub struct Options {
     pub(crate) encryption_threads: usize,
     pub(crate) encryption_rotate_key_age: u32,
     pub(crate) encryption_rotation_iops: u32,
+    /// `None`: `<data>/tmp`.
+    pub(crate) tmpdir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -140,6 +143,7 @@ impl Default for Options {
             encryption_threads: 1,
             encryption_rotate_key_age: 1,
             encryption_rotation_iops: 100,
+            tmpdir: None,
         }
     }
 }
@@ -278,6 +282,13 @@ impl Options {
     /// shared by all its threads; 0 = unthrottled.
     pub fn encryption_rotation_iops(mut self, iops: u32) -> Options {
         self.encryption_rotation_iops = iops;
+        self
+    }
+
+    /// Where temporary files go (MariaDB's `tmpdir`; default `<data>/tmp`). They are on
+    /// the real file system even when [`Options::vfs`] is not.
+    pub fn tmpdir(mut self, dir: impl Into<PathBuf>) -> Options {
+        self.tmpdir = Some(dir.into());
         self
     }
 

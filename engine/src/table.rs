@@ -48,6 +48,8 @@ pub(crate) struct TableState {
     pub(crate) name: String,
     pub(crate) meta: TableMeta,
     pub(crate) tree: BTree,
+    /// A temporary table: a tree in the temporary space, unlogged, gone at restart.
+    pub(crate) temporary: bool,
     /// False once the table is dropped. Operations hold it shared for their duration, so
     /// `drop_table` (which takes it exclusively) waits for them and refuses later ones.
     pub(crate) alive: RwLock<bool>,
@@ -65,7 +67,16 @@ impl TableState {
             name,
             meta,
             tree,
+            temporary: false,
             alive: RwLock::new(true),
+        }
+    }
+
+    /// A temporary table's state (see `Db::create_temp_table`).
+    pub(crate) fn temporary(name: String, meta: TableMeta, tree: BTree) -> TableState {
+        TableState {
+            temporary: true,
+            ..TableState::new(name, meta, tree)
         }
     }
 
@@ -100,6 +111,11 @@ impl Table {
 
     pub fn space_id(&self) -> u32 {
         self.state.meta.space_id
+    }
+
+    /// True for a temporary table (`Db::create_temp_table`).
+    pub fn is_temporary(&self) -> bool {
+        self.state.temporary
     }
 
     /// Encryption facts as of now.

@@ -94,7 +94,7 @@ impl Db {
         self.check_table(table)?;
         let _alive = table.alive()?;
         let inner = &self.inner;
-        let (id, space_id) = (inner.next_txn_id(), table.space_id());
+        let (id, space_id) = (inner.next_txn_id(), table.tree().lock_space());
         inner
             .locks()
             .lock_exclusive(id, space_id, key)
@@ -105,7 +105,10 @@ impl Db {
                 .locks()
                 .capture_before_image(id, space_id, key, before);
             let outcome = change(table.tree())?;
-            inner.log().commit(inner.log().current_lsn())?;
+            if !table.state.temporary {
+                // A temporary table's pages are never logged: nothing to make durable.
+                inner.log().commit(inner.log().current_lsn())?;
+            }
             Ok(outcome)
         })();
         let outcome = match result {
@@ -135,7 +138,9 @@ impl Db {
         let _alive = table.alive()?;
         self.inner
             .locks()
-            .read_committed(reader, table.space_id(), key, || table.tree().get(key))
+            .read_committed(reader, table.tree().lock_space(), key, || {
+                table.tree().get(key)
+            })
     }
 
     fn scan<R: RangeBounds<[u8]>>(
@@ -264,6 +269,16 @@ impl<'db> Transaction<'db> {
         self.db.check_open()?;
         self.db.check_table(table)?;
         let _alive = table.alive()?;
+        if table.state.temporary {
+            return Err(Error::InvalidOption {
+                name: "transaction",
+                problem: format!(
+                    "{:?} is a temporary table: its writes are autocommit only (Db::put, \
+                     Db::delete), since its pages are never logged",
+                    table.name()
+                ),
+            });
+        }
         let space_id = table.space_id();
         let locks = self.db.inner.locks();
         let acquired = locks
@@ -364,7 +379,7 @@ pub struct Scan {
 }
 
 /// Refuses a key or value the table cannot store, before anything is locked or logged.
-fn check_sizes(table: &Table, key: &[u8], value: &[u8]) -> Result<()> {
+pub(crate) fn check_sizes(table: &Table, key: &[u8], value: &[u8]) -> Result<()> {
     let max = table.max_key_len();
     if key.len() > max {
         return Err(Error::KeyTooLarge {

@@ -44,8 +44,8 @@ pub enum KeysCommand {
         bits: Option<usize>,
         /// With --data: `reencrypt` (new data keys; pages re-encrypted in the background)
         /// or `rewrap` (data keys wrapped again under the new version; no page changes).
-        #[arg(long, default_value = "reencrypt")]
-        policy: RotationPolicy,
+        #[arg(long)]
+        policy: Option<RotationPolicy>,
         /// With --data: wait (with a progress bar) until every page carries the new version.
         #[arg(long)]
         wait: bool,
@@ -56,6 +56,11 @@ pub enum KeysCommand {
 pub enum Format {
     Table,
     Tsv,
+}
+
+/// True if `dir` holds a Strongbox database (its system tablespace).
+fn holds_database(dir: &std::path::Path) -> bool {
+    dir.join("system.sbd").exists()
 }
 
 fn parse_bits(text: &str) -> Result<usize, String> {
@@ -118,15 +123,21 @@ pub fn run(command: KeysCommand, settings: &Settings) -> CliResult {
             let source = required_key_file(settings)?;
             let loaded = source.load()?;
             print_diagnostics(&loaded.diagnostics);
-            if !settings.data_given && (wait || policy != RotationPolicy::Reencrypt) {
-                return Err(
-                    "--policy and --wait apply the rotation to a database: give --data".into(),
-                );
+            // Applied to the database in --data when there is one there; asking for a
+            // policy or a wait without one is an error, before the key file changes.
+            let database = settings.data_given && holds_database(&settings.data);
+            if !database && (wait || policy.is_some()) {
+                return Err(format!(
+                    "--policy and --wait apply the rotation to a database, and {} holds none \
+                     (give --data DIR)",
+                    settings.data.display()
+                )
+                .into());
             }
             let version = source.rotate(id, bits)?;
             println!("{id}\t{version}");
-            if settings.data_given {
-                apply_rotation(settings, id, policy, wait)?;
+            if database {
+                apply_rotation(settings, id, policy.unwrap_or_default(), wait)?;
             }
             Ok(())
         }

@@ -102,7 +102,7 @@ impl RangeIter {
             let epoch = self
                 .view
                 .as_ref()
-                .map(|view| view.locks.read_epoch(self.tree.space_id()));
+                .map(|view| view.locks.read_epoch(self.tree.lock_space()));
             let next_fence = self.read_leaf(forward, &start)?;
             let last = matches!(self.cursor, Cursor::Finished) || next_fence.is_none();
             if let (Some(view), Some(epoch)) = (self.view.clone(), epoch) {
@@ -118,7 +118,7 @@ impl RangeIter {
                     (false, _) => (self.end.clone(), start.clone()),
                 };
                 let overrides = view.locks.foreign_overrides(
-                    self.tree.space_id(),
+                    self.tree.lock_space(),
                     as_ref(&lower),
                     as_ref(&upper),
                     view.reader,

@@ -133,6 +133,9 @@ pub struct BTree {
     pub(super) body: Range<usize>,
     /// The root's page number, fixed for the tree's life (see "Shape" above).
     pub(super) root: u32,
+    /// The namespace of this tree's keys in the lock manager (`lock.rs`): the space id,
+    /// except for the trees that share the temporary space, which each get their own.
+    pub(super) lock_space: u32,
 }
 
 /// What a write found at the leaf.
@@ -203,13 +206,27 @@ impl BTree {
         root: u32,
     ) -> BTree {
         let page_size = pool.page_size();
+        let lock_space = alloc.space().id();
         BTree {
             pool,
             alloc,
             log,
             body: BODY_START..page::body_end(page_size),
             root,
+            lock_space,
         }
+    }
+
+    /// This tree with its keys in lock namespace `lock_space` instead of its space id (for
+    /// trees that share a space: temporary tables).
+    pub(crate) fn with_lock_space(mut self, lock_space: u32) -> BTree {
+        self.lock_space = lock_space;
+        self
+    }
+
+    /// The namespace of this tree's keys in the lock manager.
+    pub(crate) fn lock_space(&self) -> u32 {
+        self.lock_space
     }
 
     /// The page number of this tree's root; it never changes while the tree exists.
