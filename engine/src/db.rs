@@ -132,6 +132,10 @@ pub struct Stats {
     pub cleaner_flushes: u64,
     /// The redo log's counters: records, commits, flush rounds, fsyncs, bytes, checkpoints.
     pub log: LogStats,
+    /// Pages the re-encryption passes rewrote.
+    pub pages_reencrypted: u64,
+    /// Times an idle encryption thread woke up (only work or shutdown wakes one).
+    pub encryption_wakeups: u64,
 }
 
 /// What `Db::verify` checked.
@@ -627,6 +631,7 @@ impl Db {
     pub fn stats(&self) -> Stats {
         let pool = self.inner.pool.stats();
         let counters = &self.inner.counters;
+        let rotation = self.inner.rotator.counters();
         Stats {
             hits: pool.hits,
             misses: pool.misses,
@@ -639,6 +644,8 @@ impl Db {
             frames: pool.frames,
             cleaner_flushes: pool.cleaner_flushes,
             log: self.inner.log.stats(),
+            pages_reencrypted: rotation.pages_rewritten.load(Ordering::Relaxed),
+            encryption_wakeups: rotation.wakeups.load(Ordering::Relaxed),
         }
     }
 

@@ -317,3 +317,63 @@ fn encrypt_tables_off_decrypts_default_tables_and_on_encrypts_them_again() {
     assert_contents(&db, &db.table("d").unwrap(), &model);
     db.close().unwrap();
 }
+
+#[test]
+fn idle_encryption_threads_never_wake_and_work_wakes_them() {
+    let vfs = MemVfs::new();
+    let keys = keyring();
+    let db = Db::open(DIR, options(&vfs, &keys).encryption_threads(4)).unwrap();
+    let model = fill(&db, "t", TableOptions::default(), 500);
+    thread::sleep(std::time::Duration::from_millis(200));
+    let settled = db.stats().encryption_wakeups;
+    thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(
+        db.stats().encryption_wakeups,
+        settled,
+        "an idle encryption thread woke up with nothing to do (a polling loop)"
+    );
+    keys.rotate(1).unwrap();
+    db.rotate_key(1, RotationPolicy::Reencrypt).unwrap();
+    db.wait_for_encryption(|_| {}).unwrap();
+    let stats = db.stats();
+    assert!(
+        stats.encryption_wakeups > settled,
+        "the rotation woke the threads"
+    );
+    assert!(stats.pages_reencrypted > 0);
+    assert_contents(&db, &db.table("t").unwrap(), &model);
+    db.close().unwrap();
+}
+
+#[test]
+fn every_algorithm_rotates_and_alters() {
+    for algorithm in [Algorithm::AesCtr, Algorithm::AesCbc, Algorithm::AesGcm] {
+        let vfs = MemVfs::new();
+        let keys = keyring();
+        let opts = || {
+            mem_options(&vfs, &keys, PAGE, 32, algorithm)
+                .encryption_threads(1)
+                .encryption_rotation_iops(0)
+        };
+        let db = Db::open(DIR, opts()).unwrap();
+        let model = fill(
+            &db,
+            "t",
+            TableOptions::default().encrypted(Encrypted::No),
+            800,
+        );
+        db.alter_table("t", TableOptions::default().encrypted(Encrypted::Yes))
+            .unwrap();
+        db.wait_for_encryption(|_| {}).unwrap();
+        assert_eq!(status_of(&db, "t").scheme, algorithm.name());
+        keys.rotate(1).unwrap();
+        db.rotate_key(1, RotationPolicy::Reencrypt).unwrap();
+        db.wait_for_encryption(|_| {}).unwrap();
+        db.close().unwrap();
+        assert!(keys.remove(1, 1));
+        let db = Db::open(DIR, opts()).unwrap();
+        assert_contents(&db, &db.table("t").unwrap(), &model);
+        assert_eq!(status_of(&db, "t").min_key_version, 2, "{algorithm}");
+        db.close().unwrap();
+    }
+}

@@ -37,6 +37,7 @@ pub use api::{RotationPolicy, RotationReport};
 use parking_lot::{Condvar, Mutex};
 pub use status::{EncryptionStatus, COLUMNS as STATUS_COLUMNS};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -66,6 +67,17 @@ pub(crate) struct Rotator {
     /// Waiters wait here for a pass to end.
     progress: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    counters: Arc<RotationCounters>,
+}
+
+/// What the encryption threads did, for `Db::stats`.
+#[derive(Debug, Default)]
+pub(crate) struct RotationCounters {
+    /// Times a worker woke from its wait for work. With nothing to do it stays put: a
+    /// polling loop would show here.
+    pub(crate) wakeups: AtomicU64,
+    /// Pages a pass marked for rewriting (the rest already carried the target).
+    pub(crate) pages_rewritten: AtomicU64,
 }
 
 /// Guarded by `Rotator::state`.
@@ -96,7 +108,12 @@ impl Rotator {
             work: Condvar::new(),
             progress: Condvar::new(),
             threads: Mutex::new(Vec::new()),
+            counters: Arc::default(),
         }
+    }
+
+    pub(crate) fn counters(&self) -> &RotationCounters {
+        &self.counters
     }
 
     /// Starts the worker threads.
@@ -156,7 +173,10 @@ impl Rotator {
                     self.run_pass(&space);
                     state = self.state.lock();
                 }
-                None => self.work.wait(&mut state),
+                None => {
+                    self.work.wait(&mut state);
+                    self.counters.wakeups.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -180,7 +200,13 @@ impl Rotator {
             let state = self.state.lock();
             state.stop || state.held.contains_key(&id)
         };
-        let outcome = pass::run(space, &self.pool, &self.throttle, &stopped);
+        let outcome = pass::run(
+            space,
+            &self.pool,
+            &self.throttle,
+            &stopped,
+            &self.counters.pages_rewritten,
+        );
         let mut state = self.state.lock();
         state.busy.remove(&id);
         if let Err(error) = outcome {

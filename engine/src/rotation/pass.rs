@@ -37,6 +37,7 @@ use crate::error::Result;
 use crate::page::{PageHeader, PageId};
 use crate::space::header::EncryptionRecord;
 use crate::space::{EncryptionChange, SpaceFile};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Pages per batch: one doublewrite batch, one page-0 write.
 pub(crate) const BATCH: u32 = 64;
@@ -76,6 +77,7 @@ pub(crate) fn run(
     pool: &BufferPool,
     throttle: &Throttle,
     stopped: &dyn Fn() -> bool,
+    rewritten_count: &AtomicU64,
 ) -> Result<Outcome> {
     loop {
         if stopped() {
@@ -120,6 +122,7 @@ pub(crate) fn run(
             }
         }
         pool.flush_pages(&rewritten)?;
+        rewritten_count.fetch_add(rewritten.len() as u64, Ordering::Relaxed);
         space.update_encryption(|current| {
             Ok(same_pass(current, pass, start).then(|| {
                 let mut record = current.expect("checked").clone();
