@@ -265,10 +265,34 @@ impl<'db> Transaction<'db> {
         self.roll_back()
     }
 
+    /// Locks `key` for this transaction (waiting for another writer, like a write would)
+    /// and returns its value: SQL's `SELECT … FOR UPDATE`. Nobody else can change the key
+    /// until this transaction ends, so a read-modify-write (INCR) cannot lose an update.
+    pub fn get_for_update(&mut self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let _alive = table.alive()?;
+        self.lock_for_write(table, key)?;
+        table.tree().get(key)
+    }
+
     fn write(&mut self, table: &Table, key: &[u8], value: Option<&[u8]>) -> Result<bool> {
+        let _alive = table.alive()?;
+        let existed = self.lock_for_write(table, key)?;
+        match value {
+            Some(value) => table.tree().put(key, value)?,
+            None => {
+                table.tree().delete(key)?;
+            }
+        }
+        Ok(existed)
+    }
+
+    /// Takes the key lock for a write; the first time, logs the key's committed value as
+    /// undo and shows it to readers (rule: before-image before change). Returns whether the
+    /// key exists as this transaction sees it.
+    /// The caller holds `table.alive()`.
+    fn lock_for_write(&mut self, table: &Table, key: &[u8]) -> Result<bool> {
         self.db.check_open()?;
         self.db.check_table(table)?;
-        let _alive = table.alive()?;
         if table.state.temporary {
             return Err(Error::InvalidOption {
                 name: "transaction",
@@ -298,12 +322,6 @@ impl<'db> Transaction<'db> {
             }
             Acquired::AlreadyHeld => table.tree().get(key)?.is_some(),
         };
-        match value {
-            Some(value) => table.tree().put(key, value)?,
-            None => {
-                table.tree().delete(key)?;
-            }
-        }
         Ok(existed)
     }
 

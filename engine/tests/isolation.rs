@@ -158,3 +158,37 @@ fn a_multi_table_transaction_commits_or_rolls_back_across_tablespaces() {
     assert_eq!(db.get(&one, b"x").unwrap(), Some(b"1".to_vec()));
     assert_eq!(db.get(&two, b"x").unwrap(), Some(b"2".to_vec()));
 }
+
+#[test]
+fn get_for_update_makes_read_modify_write_lose_no_update() {
+    let options = mem_options(&MemVfs::new(), &keyring(), 4096, 64, Algorithm::AesCtr);
+    let db = Db::open("/db", options).unwrap();
+    let table = db.create_table("t", TableOptions::default()).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (db, table) = (db.clone(), table.clone());
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    let mut txn = db.begin().unwrap();
+                    let now = txn
+                        .get_for_update(&table, b"counter")
+                        .unwrap()
+                        .map_or(0, |v| String::from_utf8(v).unwrap().parse::<u64>().unwrap());
+                    txn.put(&table, b"counter", (now + 1).to_string().as_bytes())
+                        .unwrap();
+                    txn.commit().unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(db.get(&table, b"counter").unwrap(), Some(b"400".to_vec()));
+    // A key locked but never written is unchanged by commit and by rollback.
+    let mut txn = db.begin().unwrap();
+    assert_eq!(txn.get_for_update(&table, b"absent").unwrap(), None);
+    txn.rollback().unwrap();
+    assert_eq!(db.get(&table, b"absent").unwrap(), None);
+    db.close().unwrap();
+}

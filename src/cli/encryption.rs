@@ -27,7 +27,7 @@ pub fn run_status(args: StatusArgs, settings: &Settings) -> CliResult {
     let db = open_db(settings)?;
     let rows = db.encryption_status()?;
     db.close()?;
-    let widths = [8, 24, 8, 6, 19, 15, 8, 10, 11];
+    let widths = [10, 24, 8, 6, 19, 15, 8, 10, 11];
     let line = |fields: &[String]| {
         fields
             .iter()
