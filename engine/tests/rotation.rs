@@ -377,3 +377,39 @@ fn every_algorithm_rotates_and_alters() {
         db.close().unwrap();
     }
 }
+
+/// Regression (found by the kill -9 tests): pages cached since they were read under a key
+/// keep that key in their frame header; after key 5 -> plain -> key 5 the pass must still
+/// rewrite them, or they stay plain in a table reported as encrypted.
+#[test]
+fn a_pass_rewrites_pages_whose_cached_header_looks_current() {
+    let vfs = MemVfs::new();
+    let keys = keyring();
+    let opts = || options(&vfs, &keys).encryption_threads(0);
+    let yes5 = TableOptions::default()
+        .encrypted(Encrypted::Yes)
+        .encryption_key_id(TABLE_KEY_ID);
+    let db = Db::open(DIR, opts()).unwrap();
+    let model = fill(&db, "t", yes5, 2000);
+    db.close().unwrap();
+    drop(db);
+    let db = Db::open(DIR, opts()).unwrap();
+    let table = db.table("t").unwrap();
+    assert_contents(&db, &table, &model); // every page cached as read: key 5, version 1
+    for step in [TableOptions::default().encrypted(Encrypted::No), yes5] {
+        db.alter_table("t", step).unwrap();
+        db.wait_for_encryption(|_| {}).unwrap();
+    }
+    db.close().unwrap();
+    drop(db);
+    let db = Db::open(DIR, opts()).unwrap();
+    assert_contents(&db, &db.table("t").unwrap(), &model);
+    db.checkpoint().unwrap();
+    let file = format!("space-{}.sbd", db.table("t").unwrap().space_id());
+    assert_eq!(
+        marker_hits(&vfs, &file),
+        0,
+        "plaintext pages in an encrypted table"
+    );
+    db.close().unwrap();
+}

@@ -4,9 +4,8 @@
 //! ```text
 //!   read next_page from page 0 (in memory)          — where the pass is
 //!   for each page of the batch (at most BATCH):
-//!       throttle; read it through the buffer pool (a miss decrypts it)
-//!       unless its stored header already shows the target generation:
-//!           throttle; latch it exclusively and release — marked dirty, content unchanged
+//!       throttle; latch it exclusively through the buffer pool (a miss reads and
+//!       decrypts it) and release it — marked dirty, content unchanged
 //!   BufferPool::flush_pages(batch)                   — written (doublewrite, fresh write
 //!                                                      nonce = fresh IV) and synced
 //!   page 0: next_page = end of batch, synced         — only now, so progress on disk
@@ -22,9 +21,13 @@
 //!
 //! **Why marking dirty is enough.** The page's bytes do not change, so there is nothing to
 //! redo-log; the next write of the page seals it with the current generation and a fresh
-//! write nonce, so the new ciphertext never reuses an IV. A page whose frame was read
-//! with the target generation is skipped; a frame that never came from disk (all codec
-//! fields zero) is always rewritten, since what is on disk is unknown.
+//! write nonce, so the new ciphertext never reuses an IV.
+//!
+//! **Every page is rewritten**, even one that may already carry the target. A frame's
+//! codec fields say how the page was sealed when it was last *read*, not how it is sealed
+//! on disk now (writes seal a copy), and a generation's name (key id, version) can come
+//! back after it was dropped (key 5 → plain → key 5): skipping on that evidence left
+//! plaintext pages behind in a table reported as encrypted (found by the kill -9 tests).
 //!
 //! **Concurrency.** Progress and the finish are compare-and-set on page 0 through
 //! `SpaceFile::update_encryption`: if a rotation restarted the pass meanwhile (rule 3 of
@@ -34,7 +37,7 @@ use super::plan;
 use super::throttle::Throttle;
 use crate::buffer::BufferPool;
 use crate::error::Result;
-use crate::page::{PageHeader, PageId};
+use crate::page::PageId;
 use crate::space::header::EncryptionRecord;
 use crate::space::{EncryptionChange, SpaceFile};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,16 +113,10 @@ pub(crate) fn run(
                 return Ok(Outcome::Stopped);
             }
             let id = PageId::new(space.id(), page_no);
-            throttle.acquire();
-            let carries_target = {
-                let page = pool.read(id)?;
-                carries(&page, &record)
-            };
-            if !carries_target {
-                throttle.acquire();
-                drop(pool.write(id)?); // dirty: the next write re-seals it
-                rewritten.push(id);
-            }
+            throttle.acquire(); // the read (or hit)
+            throttle.acquire(); // the write
+            drop(pool.write(id)?); // dirty: the next write re-seals it
+            rewritten.push(id);
         }
         pool.flush_pages(&rewritten)?;
         rewritten_count.fetch_add(rewritten.len() as u64, Ordering::Relaxed);
@@ -142,17 +139,5 @@ fn same_pass(current: Option<&EncryptionRecord>, pass: PassId, start: u32) -> bo
         record.rotation.is_active()
             && PassId::of(record) == pass
             && record.rotation.next_page.max(1) == start
-    })
-}
-
-/// True if the frame was read from disk sealed with the target generation (module doc).
-fn carries(frame: &[u8], record: &EncryptionRecord) -> bool {
-    if record.rotation.is_decrypting() {
-        return false; // a plain frame header cannot tell "read plain" from "never read"
-    }
-    PageHeader::read(frame).is_ok_and(|header| {
-        header.cipher == Some(record.algorithm)
-            && header.key_id == record.key_id
-            && header.key_version == record.current_version
     })
 }
