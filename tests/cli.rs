@@ -1097,3 +1097,228 @@ fn argument_errors_are_one_line_and_help_succeeds() {
     let run = sb.ok(&["kv", "scan", "--help"]);
     assert!(run.stdout.contains("--reverse"), "{run:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// export and import
+
+#[test]
+fn export_and_import_move_a_table_between_databases_with_different_keys() {
+    const MARKER: &str = "CLI-TRANSFER-MARKER";
+    let src = Sandbox::new();
+    let k = ["--keyfile", src.keys()];
+    src.ok(&args(&["table", "create", "orders", "--key-id", "100"], &k));
+    let rows: String = (0..300)
+        .map(|i| format!("key-{i:04}\t{MARKER}-{i}\n"))
+        .collect();
+    src.write("rows.tsv", rows);
+    src.ok(&args(&["kv", "load", "orders", "rows.tsv"], &k));
+    let out = src.path("export");
+    let out_arg = out.to_str().unwrap();
+
+    let run = src.ok(&args(
+        &["export", "--table", "orders", "--out", out_arg],
+        &k,
+    ));
+    assert!(run.stderr.contains("exported table orders"), "{run:?}");
+    assert!(run.stderr.contains("orders.sbtk"), "{run:?}");
+    for file in ["orders.sbd", "orders.sbmeta", "orders.sbtk"] {
+        let bytes = std::fs::read(out.join(file)).unwrap();
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "plaintext in {file}"
+        );
+    }
+    assert_eq!(mode(&out.join("orders.sbtk")), 0o600);
+    let run = src.fails(&args(
+        &["export", "--table", "orders", "--out", out_arg],
+        &k,
+    ));
+    assert!(run.stderr.contains("already exists"), "{run:?}");
+
+    // Another database, with its own key file.
+    let dst = Sandbox::new();
+    let dk = ["--keyfile", dst.keys()];
+    assert_ne!(src.read("keys.txt"), dst.read("keys.txt"));
+    let run = dst.ok(&args(
+        &["import", "--from", out_arg, "--name", "orders2"],
+        &dk,
+    ));
+    assert!(
+        run.stderr.contains("imported table orders as orders2"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("deleted the transfer key"), "{run:?}");
+    assert!(!out.join("orders.sbtk").exists());
+    assert_eq!(
+        dst.ok(&args(&["kv", "get", "orders2", "key-0042"], &dk))
+            .stdout,
+        format!("{MARKER}-42\n")
+    );
+    let scan = dst.ok(&args(&["kv", "scan", "orders2"], &dk)).stdout;
+    assert_eq!(scan.lines().count(), 300);
+    let list = dst
+        .ok(&args(&["table", "list", "--format", "tsv"], &dk))
+        .stdout;
+    let row: Vec<&str> = list
+        .lines()
+        .find(|line| line.starts_with("orders2\t"))
+        .unwrap_or_else(|| panic!("orders2 is not listed: {list}"))
+        .split('\t')
+        .collect();
+    assert_eq!((row[2], row[3]), ("yes", "100"), "{list}");
+    dst.ok(&args(&["verify"], &dk));
+
+    // The transfer key is gone, so the export cannot be imported a second time.
+    let run = dst.fails(&args(
+        &["import", "--from", out_arg, "--name", "orders3"],
+        &dk,
+    ));
+    assert!(run.stderr.contains("transfer key"), "{run:?}");
+}
+
+#[test]
+fn status_table_alter_and_keys_rotate_with_wait() {
+    let sb = Sandbox::new();
+    let [k, kf] = with_table(&sb);
+    let keys = kf;
+    let rows: String = (0..3000)
+        .map(|i| format!("key{i:05}\tvalue{i}\n"))
+        .collect();
+    sb.write("rows.tsv", &rows);
+    sb.ok(&[k, kf, "kv", "load", "t", "rows.tsv", "--sort"]);
+    let status = |sb: &Sandbox| -> Vec<Vec<String>> {
+        sb.ok(&[k, kf, "status", "--format", "tsv"])
+            .stdout
+            .lines()
+            .map(|line| line.split('\t').map(String::from).collect())
+            .collect()
+    };
+    let table_row = |rows: &[Vec<String>]| rows.iter().find(|r| r[1] == "t").unwrap().clone();
+    let row = table_row(&status(&sb));
+    assert_eq!(row.len(), 9, "space_id … pages_total: {row:?}");
+    assert_eq!(&row[2..7], ["aes_ctr", "1", "1", "1", "0"]);
+
+    let run = sb.ok(&[
+        "keys",
+        "rotate",
+        "--keyfile",
+        keys,
+        "--id",
+        "1",
+        "--wait",
+        "--encryption-rotation-iops",
+        "0",
+    ]);
+    assert_eq!(run.stdout, "1\t2\n");
+    assert!(run.stderr.contains("every page carries"), "{run:?}");
+    for row in status(&sb).iter().filter(|r| r[3] == "1") {
+        assert_eq!(
+            (&row[4][..], &row[5][..], &row[6][..]),
+            ("2", "2", "0"),
+            "{row:?}"
+        );
+        assert_eq!(row[7], row[8], "pages_done = pages_total");
+    }
+    // Version 1 is no longer used anywhere: remove it and the database still opens.
+    let text = sb.read_text(keys);
+    let without_v1: String = text
+        .lines()
+        // Version 1 of key 1 is `1;<hex>` (generated without versions) or `1;1;<hex>`.
+        .filter(|line| {
+            let version_one = line.starts_with("1;1;")
+                || (line.starts_with("1;") && line.matches(';').count() == 1);
+            !version_one
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    sb.write(keys, &without_v1);
+    assert_eq!(
+        sb.ok(&[k, kf, "kv", "get", "t", "key00042"]).stdout,
+        "value42\n"
+    );
+
+    sb.ok(&[
+        k,
+        kf,
+        "table",
+        "alter",
+        "t",
+        "--encrypted",
+        "no",
+        "--wait",
+        "--encryption-rotation-iops",
+        "0",
+    ]);
+    assert_eq!(table_row(&status(&sb))[2], "none");
+    sb.ok(&[
+        k,
+        kf,
+        "table",
+        "alter",
+        "t",
+        "--encrypted",
+        "yes",
+        "--key-id",
+        "100",
+        "--wait",
+        "--encryption-rotation-iops",
+        "0",
+    ]);
+    let row = table_row(&status(&sb));
+    assert_eq!((&row[2][..], &row[3][..]), ("aes_ctr", "100"));
+    assert_eq!(
+        sb.ok(&[k, kf, "kv", "get", "t", "key02999"]).stdout,
+        "value2999\n"
+    );
+    let refused = sb.fails(&[
+        "keys",
+        "rotate",
+        "--keyfile",
+        keys,
+        "--id",
+        "1",
+        "--policy",
+        "rewrap",
+        "--data",
+        "nowhere",
+    ]);
+    assert!(refused.stderr.contains("holds none"), "{refused:?}");
+}
+
+#[test]
+fn serve_makes_a_key_file_outside_the_data_directory_and_stops_on_sigterm() {
+    let sb = Sandbox::new();
+    let mut child = Command::new(BIN)
+        .args(["--data", "served", "serve", "--listen", "127.0.0.1:0"])
+        .current_dir(sb.dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    use std::io::BufRead;
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        lines.push(std::mem::take(&mut line));
+        if lines.last().unwrap().contains("serving") {
+            break;
+        }
+    }
+    let text = lines.concat();
+    assert!(
+        text.contains("strongbox-keys/keys.txt") && text.contains("Back it up"),
+        "{text}"
+    );
+    assert_eq!(mode(&sb.path("strongbox-keys/keys.txt")), 0o600);
+    assert!(!sb.path("served/keys.txt").exists());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM ends serve with 0: {exit:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.contains("stopped cleanly"), "{rest}");
+}

@@ -170,6 +170,7 @@ impl Db {
         // A keyring lacking a version some tablespace still needs is reported once, for
         // every tablespace that needs one (so an operator sees what removing it broke).
         let mut missing_keys = Vec::new();
+        let mut unfinished: Vec<(u32, PathBuf)> = Vec::new();
         let system = if exists {
             match SpaceFile::open(
                 vfs.as_ref(),
@@ -216,6 +217,17 @@ impl Db {
             else {
                 continue;
             };
+            // A file shorter than its page 0 is a `create_table` a crash cut short before
+            // the header was synced: no catalog entry can name it yet (the entry is
+            // written after the header). Decided once the catalog is read, below.
+            let size = vfs
+                .open(&path, crate::io::OpenMode::Existing)
+                .and_then(|file| file.size())
+                .map_err(|e| Error::io("open", &path, e))?;
+            if size < page_size.len() as u64 {
+                unfinished.push((space_id, path));
+                continue;
+            }
             match SpaceFile::open(
                 vfs.as_ref(),
                 &path,
@@ -329,6 +341,17 @@ impl Db {
             pool.discard_space(space_id);
             drop(spaces.remove(space_id));
             let path = dir.join(space::file_name(space_id));
+            vfs.remove(&path)
+                .map_err(|e| Error::io("remove leftover tablespace", &path, e))?;
+            recovered.leftover_files_removed += 1;
+        }
+        for (space_id, path) in unfinished {
+            if known.contains(&space_id) {
+                return Err(Error::Corrupt {
+                    path,
+                    problem: "the tablespace file is shorter than its header page".into(),
+                });
+            }
             vfs.remove(&path)
                 .map_err(|e| Error::io("remove leftover tablespace", &path, e))?;
             recovered.leftover_files_removed += 1;
@@ -468,6 +491,13 @@ impl Db {
             inner.keyring.as_deref(),
             Arc::clone(&inner.counters),
         )?);
+        // The file's directory entry is durable before the catalog can name it: another
+        // transaction's commit may make the catalog insert durable at any moment.
+        inner
+            .options
+            .vfs
+            .sync_dir(&inner.dir)
+            .map_err(|e| Error::io("sync directory", &inner.dir, e))?;
         inner.spaces.insert(Arc::clone(&space));
         let alloc = Arc::new(Allocator::new(space, Arc::clone(&inner.pool)));
         let tree = BTree::create(Arc::clone(&inner.pool), alloc, Some(Arc::clone(&inner.log)))?;

@@ -137,6 +137,51 @@ pub enum Error {
     /// An option value is out of range or inconsistent.
     #[error("invalid option {name}: {problem}")]
     InvalidOption { name: &'static str, problem: String },
+
+    /// `Db::export_table`: the output directory already holds (part of) an export of the
+    /// table. Move it away, or export into another directory.
+    #[error(
+        "{path} already exists: the directory holds an export of table {table:?}; move it \
+         away or export into another directory"
+    )]
+    ExportExists { table: String, path: PathBuf },
+
+    /// `Db::export_table`: a re-encryption pass (rotation, ALTER) is running on the table:
+    /// its pages are moving between keys (or to or from plaintext) and page 0 says so.
+    /// Wait for it and export again.
+    #[error(
+        "table {table:?} is being re-encrypted; wait for it to finish \
+         (Db::wait_for_encryption, or `strongbox export --wait`) and export again"
+    )]
+    TableRotating { table: String },
+
+    /// `Db::export_table`: open transactions hold uncommitted changes to the table, whose
+    /// undo an export could not carry. Commit or roll them back and export again.
+    #[error(
+        "table {table:?} has uncommitted changes of open transactions (waited {waited_ms} ms); \
+         commit or roll them back and export again"
+    )]
+    UncommittedChanges { table: String, waited_ms: u64 },
+
+    /// `Db::import_table`: an export's files are missing, malformed, inconsistent with one
+    /// another, or were edited (a checksum failed).
+    #[error("export {path}: {problem}")]
+    BadExport { path: PathBuf, problem: String },
+
+    /// `Db::import_table`: an encrypted table's export lacks its transfer key file.
+    #[error(
+        "the transfer key {path} is missing: an encrypted export cannot be imported without \
+         it (a successful import deletes it; was this export imported already?)"
+    )]
+    TransferKeyMissing { path: PathBuf },
+
+    /// `Db::import_table`: the transfer key does not unwrap the exported data keys: it is
+    /// another export's key, or the export was tampered with.
+    #[error(
+        "the transfer key {path} does not unwrap the exported data keys: it belongs to \
+         another export, or the export was tampered with"
+    )]
+    WrongTransferKey { path: PathBuf },
 }
 
 /// Shorthand used throughout the crate.

@@ -9,8 +9,10 @@ mod inspect;
 mod key_options;
 mod keys;
 mod kv;
+mod serve;
 mod settings;
 mod table;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 use settings::{GlobalOptions, Settings};
@@ -40,9 +42,18 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check every page of every tablespace and every tree; exit 1 listing what is bad.
     Verify(inspect::VerifyArgs),
+    /// Serve the database over the Redis protocol (127.0.0.1:6380; makes a key file in
+    /// ./strongbox-keys/ on first start).
+    Serve(serve::ServeArgs),
     /// Encryption status per tablespace: space_id, name, scheme, key_id,
     /// current_key_version, min_key_version, rotating, pages_done, pages_total.
     Status(encryption::StatusArgs),
+    /// Export a table for another database: <table>.sbd, <table>.sbmeta and, if encrypted,
+    /// the transfer key <table>.sbtk (carry it separately).
+    Export(transfer::ExportArgs),
+    /// Import a table exported by `strongbox export`, re-encrypted under this database's
+    /// keys; deletes the transfer key when done.
+    Import(transfer::ImportArgs),
     /// Show encryption at work on built-in defaults: makes a key file and a database in a
     /// temporary directory, writes, reads back, and shows the ciphertext on disk.
     Demo(demo::DemoArgs),
@@ -114,6 +125,9 @@ pub fn run() -> i32 {
             Command::Inspect(args) => inspect::run_inspect(args, &settings),
             Command::Verify(args) => inspect::run_verify(args, &settings),
             Command::Status(args) => encryption::run_status(args, &settings),
+            Command::Serve(args) => serve::run(args, &settings),
+            Command::Export(args) => transfer::run_export(args, &settings),
+            Command::Import(args) => transfer::run_import(args, &settings),
             Command::Demo(args) => demo::run(args),
         });
     match result {

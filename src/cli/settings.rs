@@ -22,6 +22,9 @@
 //! encryption_threads = 1                     # background re-encryption threads
 //! encryption_rotate_key_age = 1              # re-encrypt when key version + age < latest
 //! encryption_rotation_iops = 100             # their page IOs per second (0 = no cap)
+//! listen = "127.0.0.1:6380"                  # strongbox serve (flags --listen etc. win)
+//! requirepass = "…"                          # needed to listen beyond loopback
+//! maxclients = 10000
 //! ```
 
 use clap::Args;
@@ -113,6 +116,9 @@ struct ConfigFile {
     encryption_threads: Option<usize>,
     encryption_rotate_key_age: Option<u32>,
     encryption_rotation_iops: Option<u32>,
+    listen: Option<String>,
+    requirepass: Option<String>,
+    maxclients: Option<usize>,
 }
 
 /// Everything resolved: config file, then flags on top.
@@ -139,6 +145,10 @@ pub struct Settings {
     pub encryption_threads: usize,
     pub encryption_rotate_key_age: u32,
     pub encryption_rotation_iops: u32,
+    /// `strongbox serve` settings from the config file (its flags win).
+    pub listen: Option<String>,
+    pub requirepass: Option<String>,
+    pub maxclients: Option<usize>,
 }
 
 /// Where `--data` points when nothing says otherwise.
@@ -230,6 +240,9 @@ impl Settings {
                 .encryption_rotation_iops
                 .or(file.encryption_rotation_iops)
                 .unwrap_or(100),
+            listen: file.listen,
+            requirepass: file.requirepass,
+            maxclients: file.maxclients,
         })
     }
 

@@ -568,6 +568,12 @@ impl SpaceFile {
             Err(e) => Err(Error::io("read page from", &self.path, e)),
         }
     }
+
+    /// The IO counters this space adds to (one set per database), so that a space created
+    /// beside it (an imported table, `transfer.rs`) counts in the same statistics.
+    pub(crate) fn counters(&self) -> &Arc<IoCounters> {
+        &self.counters
+    }
 }
 
 /// How a space treats page IO right now (from its header).
