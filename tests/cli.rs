@@ -1288,8 +1288,17 @@ fn status_table_alter_and_keys_rotate_with_wait() {
 #[test]
 fn serve_makes_a_key_file_outside_the_data_directory_and_stops_on_sigterm() {
     let sb = Sandbox::new();
+    sb.write("serve.toml", "proto_max_bulk_len = 8\n");
     let mut child = Command::new(BIN)
-        .args(["--data", "served", "serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--data",
+            "served",
+            "--config",
+            "serve.toml",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(sb.dir.path())
         .stderr(Stdio::piped())
         .spawn()
@@ -1311,6 +1320,19 @@ fn serve_makes_a_key_file_outside_the_data_directory_and_stops_on_sigterm() {
     );
     assert_eq!(mode(&sb.path("strongbox-keys/keys.txt")), 0o600);
     assert!(!sb.path("served/keys.txt").exists());
+    // The config file's request limits apply: a 9-byte bulk is over proto_max_bulk_len.
+    let addr = text
+        .split(" on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the serving line names the address");
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client
+        .write_all(b"*2\r\n$4\r\nECHO\r\n$9\r\n123456789\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut client, &mut reply).unwrap();
+    assert!(reply.contains("invalid bulk length"), "{reply}");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -56,6 +56,21 @@ pub struct TableMeta {
 }
 
 impl TableMeta {
+    /// The record of a table in space `space_id`, as the user asked (`encrypted_option`)
+    /// and as it is (`encryption`).
+    pub(crate) fn new(
+        space_id: u32,
+        encrypted_option: Encrypted,
+        encryption: Option<crate::space::SpaceEncryption>,
+    ) -> TableMeta {
+        TableMeta {
+            space_id,
+            encrypted_option,
+            key_id: encryption.map_or(0, |e| e.key_id),
+            encrypted: encryption.is_some(),
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut record = Vec::with_capacity(RECORD_LEN);
         record.push(FORMAT);

@@ -501,18 +501,8 @@ impl Db {
         inner.spaces.insert(Arc::clone(&space));
         let alloc = Arc::new(Allocator::new(space, Arc::clone(&inner.pool)));
         let tree = BTree::create(Arc::clone(&inner.pool), alloc, Some(Arc::clone(&inner.log)))?;
-        let meta = TableMeta {
-            space_id,
-            encrypted_option: options.encrypted,
-            key_id: encryption.map_or(0, |e| e.key_id),
-            encrypted: encryption.is_some(),
-        };
-        inner.catalog.insert(name, &meta)?;
-        let state = Arc::new(TableState::new(name.to_string(), meta, tree));
-        inner
-            .tables
-            .write()
-            .insert(name.to_string(), Arc::clone(&state));
+        let meta = TableMeta::new(space_id, options.encrypted, encryption);
+        let state = inner.register_table(name, meta, tree)?;
         self.checkpoint()?;
         inner
             .options
@@ -796,6 +786,22 @@ impl DbInner {
 
     pub(crate) fn recovered(&self) -> &Mutex<Recovered> {
         &self.recovered
+    }
+
+    /// Records a new table (its tablespace and tree already made) in the catalog and the
+    /// open tables; not durable until the caller checkpoints.
+    pub(crate) fn register_table(
+        &self,
+        name: &str,
+        meta: TableMeta,
+        tree: BTree,
+    ) -> Result<Arc<TableState>> {
+        self.catalog.insert(name, &meta)?;
+        let state = Arc::new(TableState::new(name.to_string(), meta, tree));
+        self.tables
+            .write()
+            .insert(name.to_string(), Arc::clone(&state));
+        Ok(state)
     }
 
     /// Where temporary files go (`tmpdir`).

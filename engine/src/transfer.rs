@@ -382,18 +382,8 @@ impl Db {
         }
 
         // Step 8: as `create_table` registers a table.
-        let meta = TableMeta {
-            space_id,
-            encrypted_option: table_options.encrypted,
-            key_id: encryption.map_or(0, |e| e.key_id),
-            encrypted: encryption.is_some(),
-        };
-        inner.catalog.insert(name, &meta)?;
-        let state = Arc::new(TableState::new(name.to_string(), meta, tree));
-        inner
-            .tables
-            .write()
-            .insert(name.to_string(), Arc::clone(&state));
+        let meta = TableMeta::new(space_id, table_options.encrypted, encryption);
+        let state = inner.register_table(name, meta, tree)?;
         self.checkpoint()?;
 
         // Step 9.

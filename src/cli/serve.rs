@@ -47,6 +47,16 @@ pub fn run(args: ServeArgs, settings: &Settings) -> CliResult {
     if let Some(max) = args.maxclients.or(settings.maxclients) {
         config.maxclients = max;
     }
+    let limits = &mut config.limits;
+    if let Some(len) = settings.proto_max_bulk_len {
+        limits.max_bulk_len = len;
+    }
+    if let Some(count) = settings.proto_max_multibulk_len {
+        limits.max_multibulk_len = count;
+    }
+    if let Some(len) = settings.client_query_buffer_limit {
+        limits.max_query_buffer = len;
+    }
     let db = open_db(&settings)?;
     let handle = Server::start(db, config).map_err(|e| format!("serve: {e}"))?;
     eprintln!(

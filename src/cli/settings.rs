@@ -25,6 +25,9 @@
 //! listen = "127.0.0.1:6380"                  # strongbox serve (flags --listen etc. win)
 //! requirepass = "…"                          # needed to listen beyond loopback
 //! maxclients = 10000
+//! proto_max_bulk_len = "512M"                # request limits (Redis' defaults shown)
+//! proto_max_multibulk_len = 1048576
+//! client_query_buffer_limit = "1G"
 //! ```
 
 use clap::Args;
@@ -119,6 +122,9 @@ struct ConfigFile {
     listen: Option<String>,
     requirepass: Option<String>,
     maxclients: Option<usize>,
+    proto_max_bulk_len: Option<toml::Value>,
+    proto_max_multibulk_len: Option<usize>,
+    client_query_buffer_limit: Option<toml::Value>,
 }
 
 /// Everything resolved: config file, then flags on top.
@@ -149,6 +155,10 @@ pub struct Settings {
     pub listen: Option<String>,
     pub requirepass: Option<String>,
     pub maxclients: Option<usize>,
+    /// Request limits (Redis' names with `_`); `None` = Redis' defaults.
+    pub proto_max_bulk_len: Option<usize>,
+    pub proto_max_multibulk_len: Option<usize>,
+    pub client_query_buffer_limit: Option<usize>,
 }
 
 /// Where `--data` points when nothing says otherwise.
@@ -243,6 +253,15 @@ impl Settings {
             listen: file.listen,
             requirepass: file.requirepass,
             maxclients: file.maxclients,
+            proto_max_bulk_len: config_size(
+                "proto_max_bulk_len",
+                file.proto_max_bulk_len.as_ref(),
+            )?,
+            proto_max_multibulk_len: file.proto_max_multibulk_len,
+            client_query_buffer_limit: config_size(
+                "client_query_buffer_limit",
+                file.client_query_buffer_limit.as_ref(),
+            )?,
         })
     }
 

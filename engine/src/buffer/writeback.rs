@@ -257,20 +257,8 @@ impl Core {
                 let Some(pin) = self.pin_if_mapped(f, id, wanted) else {
                     continue; // evicted or changed since the shard was read
                 };
-                // Rule 10: only try the latch while the batch holds frames.
-                let take = match self.take(pin, id, Wait::No) {
-                    Take::Busy(pin) if pass == Pass::Checkpoint => {
-                        written += self.write_batch(&mut batch)?;
-                        self.take(pin, id, Wait::Yes)
-                    }
-                    take => take,
-                };
-                if let Take::Taken(taken) = take {
-                    batch.push(taken);
-                    if batch.len() >= capacity {
-                        written += self.write_batch(&mut batch)?;
-                    }
-                }
+                let wait = pass == Pass::Checkpoint;
+                written += self.add_to_batch(pin, id, wait, &mut batch, capacity)?;
             }
         }
         written += self.write_batch(&mut batch)?;
@@ -292,21 +280,38 @@ impl Core {
             let Some(pin) = self.pin_if_mapped(f, id, |_| true) else {
                 continue; // evicted meanwhile, which wrote it if it was dirty
             };
-            let take = match self.take(pin, id, Wait::No) {
-                Take::Busy(pin) => {
-                    written += self.write_batch(&mut batch)?;
-                    self.take(pin, id, Wait::Yes)
-                }
-                take => take,
-            };
-            if let Take::Taken(taken) = take {
-                batch.push(taken);
-                if batch.len() >= capacity {
-                    written += self.write_batch(&mut batch)?;
-                }
-            }
+            written += self.add_to_batch(pin, id, true, &mut batch, capacity)?;
         }
         written += self.write_batch(&mut batch)?;
+        Ok(written)
+    }
+
+    /// Takes the frame `pin` holds into `batch`, and writes the batch once it is full.
+    /// Rule 10: the latch is only *tried* while the batch holds frames; if it is busy and
+    /// `wait` allows waiting, the batch is written first, then the latch waited for.
+    /// Returns how many pages it wrote.
+    fn add_to_batch(
+        &self,
+        pin: Pin,
+        id: PageId,
+        wait: bool,
+        batch: &mut Vec<Taken>,
+        capacity: usize,
+    ) -> Result<u64> {
+        let mut written = 0;
+        let take = match self.take(pin, id, Wait::No) {
+            Take::Busy(pin) if wait => {
+                written += self.write_batch(batch)?;
+                self.take(pin, id, Wait::Yes)
+            }
+            take => take,
+        };
+        if let Take::Taken(taken) = take {
+            batch.push(taken);
+            if batch.len() >= capacity {
+                written += self.write_batch(batch)?;
+            }
+        }
         Ok(written)
     }
 

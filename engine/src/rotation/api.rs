@@ -129,12 +129,7 @@ impl Db {
             });
         }
         let space_id = state.meta.space_id;
-        let meta = TableMeta {
-            space_id,
-            encrypted_option: options.encrypted,
-            key_id: encryption.map_or(0, |e| e.key_id),
-            encrypted: encryption.is_some(),
-        };
+        let meta = TableMeta::new(space_id, options.encrypted, encryption);
         inner.catalog.insert(name, &meta)?;
         self.checkpoint()?; // the setting is durable before any page moves
         let want = encryption.map_or(Want::Plain, |e| Want::Encrypted {

@@ -169,6 +169,8 @@ impl Rotator {
             }
             match self.next_space(&state) {
                 Some(space) => {
+                    // Claimed under the lock: two woken workers never run one space's pass.
+                    state.busy.insert(space.id());
                     drop(state);
                     self.run_pass(&space);
                     state = self.state.lock();
@@ -192,10 +194,10 @@ impl Rotator {
         })
     }
 
-    /// Runs `space`'s pass in this thread, marking it busy meanwhile.
+    /// Runs `space`'s pass in this thread; the caller has marked it busy (under the same
+    /// lock in which it chose it), and this unmarks it.
     fn run_pass(&self, space: &SpaceFile) {
         let id = space.id();
-        self.state.lock().busy.insert(id);
         let stopped = || {
             let state = self.state.lock();
             state.stop || state.held.contains_key(&id)
@@ -253,6 +255,7 @@ impl Rotator {
                     .iter()
                     .find(|s| !state.busy.contains(&s.id()) && !state.held.contains_key(&s.id()));
                 if let Some(space) = free {
+                    state.busy.insert(space.id());
                     drop(state);
                     self.run_pass(space);
                     continue;
