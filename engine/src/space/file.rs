@@ -570,7 +570,7 @@ impl SpaceFile {
     }
 
     /// The IO counters this space adds to (one set per database), so that a space created
-    /// beside it (an imported table, `transfer.rs`) counts in the same statistics.
+    /// beside it (an imported table, `transfer/`) counts in the same statistics.
     pub(crate) fn counters(&self) -> &Arc<IoCounters> {
         &self.counters
     }
