@@ -26,7 +26,8 @@
 //! ```
 //!
 //! The child acknowledges as `crash_kill.rs` does, in side files, each line written only
-//! after the call it reports returned:
+//! after the call it reports returned (the protocol, the spawning and killing, the model
+//! and the data comparison are the crash tests' shared machinery, `common/crash/`):
 //!
 //! | file              | line                     | written after                            |
 //! |-------------------|--------------------------|------------------------------------------|
@@ -107,12 +108,19 @@
 
 mod common;
 
-use common::{value_bytes, Rng, Short};
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use common::crash::acks::{read_events, AckFile};
+use common::crash::child::{
+    child_command, child_env, kill_child, open_in_child, write_until_killed, KillAt, RunDir,
+};
+use common::crash::compare::{
+    check_gets, diff_lines, differences, open_tables, scan_all, Outcomes,
+};
+use common::crash::workload::{committing_ids, txn_rng, write_all, Layout, Model, Write};
+use common::crash::{env_u64, fresh_seed};
+use common::Rng;
+use std::collections::BTreeSet;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 use strongbox_engine::inspect::{inspect_file, PageStatus};
@@ -148,16 +156,23 @@ const ENV_CYCLES: &str = "STRONGBOX_ROTATION_CRASH_CYCLES";
 const ENV_SEED: &str = "STRONGBOX_ROTATION_CRASH_SEED";
 
 const DEFAULT_CYCLES: u64 = 10;
-/// Transaction ids of cycle `c` are `c * IDS_PER_CYCLE + n`, `n >= 1`; cycle 0 is the fill.
-const IDS_PER_CYCLE: u64 = 1_000_000;
-/// Transactions the parent commits before the first cycle: every slot written once.
+/// The fill, the transactions of cycle 0 that the parent commits before the first cycle:
+/// the committing ids up to this one, every slot written once.
 const FILL_IDS: u64 = SLOTS;
-/// How long the parent waits for an event before it calls the child stuck.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the parent looks at the child and its events.
-const POLL: Duration = Duration::from_millis(5);
 
-const TABLES: [&str; 2] = ["a", "b"];
+/// Tables `a` and `b`; values are `"{T}:{table}/{key}"`, [`MARKER`] and padding.
+const LAYOUT: Layout = Layout {
+    tables: &["a", "b"],
+    slot_digits: 4,
+    tag: MARKER,
+    // Mostly small values, some near the inline limit, 2% overflow chains.
+    paddings: &[
+        (60, 50..300),
+        (95, 300..1500),
+        (98, 1500..3500),
+        (100, PAGE_SIZE..PAGE_SIZE + 8 * 1024),
+    ],
+};
 /// The key id of table `b` in scenarios 1 and 2 (table `a` and the system space use 1).
 const TABLE_KEY: u32 = 5;
 /// Key slots per table; prime, so ids and the fates (mod 7, mod 11) mix.
@@ -289,111 +304,24 @@ impl Scenario {
     }
 }
 
-// ---- the workload (as in crash_kill.rs) -----------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
-    Commit,
-    Rollback,
-    /// Dropped after its writes, without commit or rollback.
-    Drop,
-}
-
-fn fate(id: u64) -> Fate {
-    if id % 7 == 3 {
-        Fate::Rollback
-    } else if id % 11 == 5 {
-        Fate::Drop
-    } else {
-        Fate::Commit
-    }
-}
-
-/// The committing transaction ids of `cycle`, in order.
-fn committing_ids(cycle: u64) -> impl Iterator<Item = u64> {
-    (cycle * IDS_PER_CYCLE + 1..(cycle + 1) * IDS_PER_CYCLE).filter(|&id| fate(id) == Fate::Commit)
-}
-
-/// One write: put `value`, or delete when it is `None`.
-#[derive(Debug, Clone)]
-struct Write {
-    table: usize,
-    key: Vec<u8>,
-    value: Option<Vec<u8>>,
-}
+// ---- the workload ---------------------------------------------------------------------------
 
 /// Everything transaction `id` writes, in order.
 fn writes(seed: u64, id: u64) -> Vec<Write> {
-    let mut rng = Rng::new(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = txn_rng(seed, id);
     let slot = id % SLOTS;
     let mut out = Vec::new();
-    for table in 0..TABLES.len() {
+    for table in 0..LAYOUT.tables.len() {
         for j in 0..1 + rng.below(KEYS_PER_SLOT) {
-            let len = value_len(&mut rng);
-            out.push(put(id, table, slot_key(slot, j), len));
+            let len = LAYOUT.padding(&mut rng);
+            out.push(LAYOUT.put(id, table, LAYOUT.slot_key(slot, j), len));
         }
     }
-    out.push(put(id, 0, b"counter".to_vec(), 0));
+    out.push(LAYOUT.put(id, 0, b"counter".to_vec(), 0));
     let old = (slot + SLOTS / 2) % SLOTS;
-    let (table, j) = (rng.below(TABLES.len()), rng.below(KEYS_PER_SLOT));
-    out.push(Write {
-        table,
-        key: slot_key(old, j),
-        value: None,
-    });
+    let (table, j) = (rng.below(LAYOUT.tables.len()), rng.below(KEYS_PER_SLOT));
+    out.push(Write::delete(table, LAYOUT.slot_key(old, j)));
     out
-}
-
-fn slot_key(slot: u64, j: usize) -> Vec<u8> {
-    format!("s{slot:04}/{j}").into_bytes()
-}
-
-/// Mostly small values, some near the inline limit, 2% overflow chains.
-fn value_len(rng: &mut Rng) -> usize {
-    match rng.below(100) {
-        0..60 => 50 + rng.below(250),
-        60..95 => 300 + rng.below(1200),
-        95..98 => 1500 + rng.below(2000),
-        _ => PAGE_SIZE + rng.below(8 * 1024),
-    }
-}
-
-/// `"{id}:{table}/{key}{MARKER}"` followed by `padding` generated bytes.
-fn put(id: u64, table: usize, key: Vec<u8>, padding: usize) -> Write {
-    let mut value =
-        format!("{id}:{}/{}", TABLES[table], String::from_utf8_lossy(&key)).into_bytes();
-    value.extend_from_slice(MARKER);
-    value.extend(value_bytes(id ^ ((table as u64) << 56), padding));
-    Write {
-        table,
-        key,
-        value: Some(value),
-    }
-}
-
-/// The transaction a value names (its `"{id}:"` prefix).
-fn writer_of(value: &[u8]) -> Option<u64> {
-    let end = value.iter().position(|&b| b == b':')?;
-    std::str::from_utf8(&value[..end]).ok()?.parse().ok()
-}
-
-/// Runs transaction `id`: its writes, then its fate.
-fn run_txn(db: &Db, tables: &[Table], seed: u64, id: u64) -> strongbox_engine::Result<Fate> {
-    let mut txn = db.begin()?;
-    for write in writes(seed, id) {
-        let table = &tables[write.table];
-        match &write.value {
-            Some(value) => txn.put(table, &write.key, value)?,
-            None => drop(txn.delete(table, &write.key)?),
-        }
-    }
-    let fate = fate(id);
-    match fate {
-        Fate::Commit => txn.commit()?,
-        Fate::Rollback => txn.rollback()?,
-        Fate::Drop => drop(txn),
-    }
-    Ok(fate)
 }
 
 // ---- the child ------------------------------------------------------------------------------
@@ -411,17 +339,15 @@ fn rotation_crash_child() {
     let cycle: u64 = child_env(ENV_CYCLE).parse().expect("a cycle number");
     let seed: u64 = child_env(ENV_WORKLOAD_SEED).parse().expect("a seed");
 
-    let db = Db::open(&dir, options(&keyfile, CHILD_IOPS))
-        .unwrap_or_else(|e| panic!("child: Db::open (recovery) failed: {e}"));
-    let tables: Vec<Table> = TABLES
-        .iter()
-        .map(|name| db.table(name).expect("the parent created every table"))
-        .collect();
+    let (db, tables) = open_in_child(&dir, options(&keyfile, CHILD_IOPS), LAYOUT.tables);
     let writer = {
-        let (db, commits) = (db.clone(), PathBuf::from(child_env(ENV_COMMITS)));
-        thread::spawn(move || write_until_killed(&db, &tables, seed, cycle, &commits))
+        let db = db.clone();
+        let mut commits = AckFile::open(&PathBuf::from(child_env(ENV_COMMITS)), false);
+        thread::spawn(move || {
+            write_until_killed(&db, &tables, cycle, |id| writes(seed, id), &mut commits)
+        })
     };
-    let mut events = Events::open(&PathBuf::from(child_env(ENV_EVENTS)));
+    let mut events = AckFile::open(&PathBuf::from(child_env(ENV_EVENTS)), false);
     let mut rng = Rng::new(seed ^ cycle.wrapping_mul(0xC0FF_EE00_D15E_A5E5));
     match scenario {
         Scenario::Reencrypt => {
@@ -454,7 +380,7 @@ fn rotation_crash_child() {
             for n in from + 1.. {
                 let setting = Setting::of(n);
                 events.record(&format!("alter-start {n}"));
-                db.alter_table(TABLES[1], setting.table_options())
+                db.alter_table(LAYOUT.tables[1], setting.table_options())
                     .unwrap_or_else(|e| panic!("child: ALTER {n} to {setting:?} failed: {e}"));
                 events.record(&format!("alter {n}"));
                 if rng.percent(40) {
@@ -469,53 +395,6 @@ fn rotation_crash_child() {
     // Only the writer is left; it runs until the kill.
     writer.join().expect("the writer thread");
     panic!("child: the writer ran out of transaction ids before the kill");
-}
-
-fn child_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("the child needs {name}"))
-}
-
-/// The writer thread: commits transactions and records each commit once it returned. A
-/// failure ends the process at once (so the parent sees it exit before the kill).
-fn write_until_killed(db: &Db, tables: &[Table], seed: u64, cycle: u64, commits: &Path) {
-    let mut side = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(commits)
-        .expect("open the commits file");
-    for id in cycle * IDS_PER_CYCLE + 1..(cycle + 1) * IDS_PER_CYCLE {
-        match run_txn(db, tables, seed, id) {
-            Ok(Fate::Commit) => side
-                .write_all(format!("{id:020}\n").as_bytes())
-                .expect("record a commit"),
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("child: txn {id} failed: {e}");
-                std::process::exit(3);
-            }
-        }
-    }
-}
-
-/// The child's acknowledgements, one line each.
-struct Events(File);
-
-impl Events {
-    fn open(path: &Path) -> Events {
-        Events(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .expect("open the events file"),
-        )
-    }
-
-    fn record(&mut self, line: &str) {
-        self.0
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("record an event");
-    }
 }
 
 // ---- scenario 1: re-encryption --------------------------------------------------------------
@@ -565,9 +444,9 @@ struct ReencryptCycle {
 fn reencrypt_cycle(run: &mut Run, cycle: u64, key_id: u32) -> Result<ReencryptCycle, String> {
     let version = run.add_key_version(key_id)?;
     let kill = if cycle % 4 == 1 {
-        KillAt::after_event("rotate", run.millis(REENCRYPT_KILL_INSIDE_PASS_MS))
+        run.kill_after_event(cycle, "rotate", REENCRYPT_KILL_INSIDE_PASS_MS)
     } else if run.rng.percent(75) {
-        KillAt::after_event("rotate", run.millis(REENCRYPT_KILL_AFTER_ACK_MS))
+        run.kill_after_event(cycle, "rotate", REENCRYPT_KILL_AFTER_ACK_MS)
     } else {
         KillAt::Delay(run.millis(REENCRYPT_KILL_AFTER_SPAWN_MS))
     };
@@ -575,7 +454,7 @@ fn reencrypt_cycle(run: &mut Run, cycle: u64, key_id: u32) -> Result<ReencryptCy
         (ENV_KEY_ID, key_id.to_string()),
         (ENV_VERSION, version.to_string()),
     ];
-    run.run_child(cycle, &env, kill, |_| Ok(()))?;
+    run.run_child(cycle, &env, kill, || Ok(()))?;
     let events = read_events(&run.paths.events(cycle))?;
     let acknowledged = events
         .iter()
@@ -676,10 +555,10 @@ fn kill_during_rewrap() {
 
 fn rewrap_cycle(run: &mut Run, cycle: u64) -> Result<usize, String> {
     run.add_key_version(1)?;
-    let kill = KillAt::after_event("rewrap", run.millis(REWRAP_KILL_AFTER_ACK_MS));
+    let kill = run.kill_after_event(cycle, "rewrap", REWRAP_KILL_AFTER_ACK_MS);
     let keys = KeyFileSource::plain(&run.paths.keyfile);
     let mut last_added = Instant::now();
-    run.run_child(cycle, &[], kill, |_| {
+    run.run_child(cycle, &[], kill, || {
         if last_added.elapsed() >= REWRAP_ADD_EVERY {
             keys.rotate(1, None)
                 .map_err(|e| format!("adding a version of key 1 during the cycle: {e}"))?;
@@ -770,13 +649,16 @@ fn kill_during_alter() {
 /// ALTERs the child acknowledged, and whether the one in flight took effect.
 fn alter_cycle(run: &mut Run, cycle: u64, from: u64) -> Result<(u64, u64, bool), String> {
     let kill = if run.rng.percent(75) {
-        KillAt::after_event("alter", run.millis(ALTER_KILL_AFTER_ACK_MS))
+        run.kill_after_event(cycle, "alter", ALTER_KILL_AFTER_ACK_MS)
     } else {
         KillAt::Delay(run.millis(ALTER_KILL_AFTER_SPAWN_MS))
     };
-    run.run_child(cycle, &[(ENV_ALTER_FROM, from.to_string())], kill, |_| {
-        Ok(())
-    })?;
+    run.run_child(
+        cycle,
+        &[(ENV_ALTER_FROM, from.to_string())],
+        kill,
+        || Ok(()),
+    )?;
     let events = read_events(&run.paths.events(cycle))?;
     let index_of = |kind: &str| -> Result<Option<u64>, String> {
         let mut last = None;
@@ -802,7 +684,7 @@ fn alter_cycle(run: &mut Run, cycle: u64, from: u64) -> Result<(u64, u64, bool),
     run.check_data(&db, cycle)?;
     wait(&db)?;
     let rows = status(&db)?;
-    let row = status_row(&rows, TABLES[1])?;
+    let row = status_row(&rows, LAYOUT.tables[1])?;
     let shown = (row.scheme, row.key_id);
     let Some(&now) = allowed.iter().find(|&&n| Setting::of(n).status() == shown) else {
         let expected: Vec<String> = allowed
@@ -829,7 +711,7 @@ fn alter_cycle(run: &mut Run, cycle: u64, from: u64) -> Result<(u64, u64, bool),
             "table b is not settled after wait_for_encryption: {row:?}"
         ));
     }
-    let a = status_row(&rows, TABLES[0])?;
+    let a = status_row(&rows, LAYOUT.tables[0])?;
     if (a.scheme, a.key_id, a.rotating) != ("aes_ctr", 1, false) {
         return Err(format!("table a, never altered, changed: {a:?}"));
     }
@@ -853,7 +735,7 @@ fn alter_cycle(run: &mut Run, cycle: u64, from: u64) -> Result<(u64, u64, bool),
     // The catalog and page 0 agree: a reopen finds nothing to do.
     let db = run.open("the second Db::open after the kill")?;
     let again = status(&db)?;
-    let row_again = status_row(&again, TABLES[1])?;
+    let row_again = status_row(&again, LAYOUT.tables[1])?;
     if row_again.rotating || (row_again.scheme, row_again.key_id) != shown {
         return Err(format!(
             "a reopen changed table b's encryption again (the catalog disagrees with page 0): \
@@ -878,9 +760,7 @@ struct Run {
     replay_seed: u64,
     seed: u64,
     cycles: u64,
-    /// `None` once kept after a failure.
-    root: Option<tempfile::TempDir>,
-    paths: Paths,
+    paths: RunDir,
     model: Model,
     rng: Rng,
     started: Instant,
@@ -900,17 +780,17 @@ impl Run {
              {ENV_SEED}={replay_seed})",
             scenario.name()
         );
-        let root = tempfile::tempdir().expect("a temporary directory");
-        let paths = Paths::new(root.path());
+        let paths = RunDir::new();
         let keys = KeyFile::generate(&[1, 2, TABLE_KEY], 256, true).expect("generate keys");
         KeyFileSource::plain(&paths.keyfile)
             .create(&keys)
             .expect("write the key file");
 
         let seed = replay_seed ^ (scenario as u64).wrapping_mul(0x5DEE_CE66_D1CE_4E5B);
-        let mut model = Model::default();
+        let mut model = Model::new(LAYOUT.tables.len());
         let db = Db::open(&paths.db, options(&paths.keyfile, 0)).expect("create the database");
-        let tables: Vec<Table> = TABLES
+        let tables: Vec<Table> = LAYOUT
+            .tables
             .iter()
             .zip(scenario.table_options())
             .map(|(name, options)| db.create_table(name, options).expect("create a table"))
@@ -919,14 +799,9 @@ impl Run {
         for chunk in fill.chunks(64) {
             let mut txn = db.begin().expect("begin");
             for &id in chunk {
-                for write in writes(seed, id) {
-                    let table = &tables[write.table];
-                    match &write.value {
-                        Some(value) => txn.put(table, &write.key, value).expect("fill put"),
-                        None => drop(txn.delete(table, &write.key).expect("fill delete")),
-                    }
-                }
-                model.apply(seed, id);
+                let writes = writes(seed, id);
+                write_all(&mut txn, &tables, &writes).expect("fill");
+                model.apply(id, writes);
             }
             txn.commit().expect("commit the fill");
         }
@@ -938,7 +813,6 @@ impl Run {
             replay_seed,
             seed,
             cycles,
-            root: Some(root),
             paths,
             model,
             rng: Rng::new(seed),
@@ -948,21 +822,32 @@ impl Run {
 
     /// Keeps the directory and panics with `problem` and the child's last lines.
     fn fail(&mut self, cycle: u64, problem: &str) -> ! {
-        let log = tail(&self.paths.child_log, 40);
-        let kept = self.root.take().map(|root| root.keep());
-        panic!(
-            "crash_rotation {} cycle {cycle} of {}: {problem}\n\nreplay with {ENV_SEED}={}; the \
-             database, key file, side files and child log are kept in {}\n\nlast lines of the \
-             child's log:\n{log}",
+        let what = format!(
+            "crash_rotation {} cycle {cycle} of {}: {problem}",
             self.scenario.name(),
             self.cycles,
-            self.replay_seed,
-            kept.map_or("(already kept)".into(), |p| p.display().to_string()),
         );
+        self.paths
+            .fail(&what, &format!("{ENV_SEED}={}", self.replay_seed))
     }
 
     fn millis(&mut self, range: std::ops::Range<usize>) -> Duration {
         Duration::from_millis((range.start + self.rng.below(range.len())) as u64)
+    }
+
+    /// Kills the child of `cycle` a random delay in `range_ms` after it first records an
+    /// event of kind `event`.
+    fn kill_after_event(
+        &mut self,
+        cycle: u64,
+        event: &'static str,
+        range_ms: std::ops::Range<usize>,
+    ) -> KillAt {
+        KillAt::AfterEvent {
+            events: self.paths.events(cycle),
+            event,
+            delay: self.millis(range_ms),
+        }
     }
 
     fn open(&self, what: &str) -> Result<Db, String> {
@@ -998,112 +883,42 @@ impl Run {
         cycle: u64,
         extra_env: &[(&str, String)],
         kill: KillAt,
-        mut tick: impl FnMut(Duration) -> Result<(), String>,
+        tick: impl FnMut() -> Result<(), String>,
     ) -> Result<(), String> {
-        let mut child = self
-            .spawn_child(cycle, extra_env)
+        let child = child_command("rotation_crash_child", &self.paths.child_log)
+            .and_then(|mut command| {
+                command
+                    .env(ENV_CHILD, self.scenario.name())
+                    .env(ENV_DIR, &self.paths.db)
+                    .env(ENV_KEYFILE, &self.paths.keyfile)
+                    .env(ENV_COMMITS, self.paths.commits(cycle))
+                    .env(ENV_EVENTS, self.paths.events(cycle))
+                    .env(ENV_CYCLE, cycle.to_string())
+                    .env(ENV_WORKLOAD_SEED, self.seed.to_string());
+                for (name, value) in extra_env {
+                    command.env(name, value);
+                }
+                command.spawn()
+            })
             .map_err(|e| format!("spawn failed: {e}"))?;
-        let result = (|| {
-            let spawned = Instant::now();
-            let mut kill_at = match kill {
-                KillAt::Delay(delay) => Some(spawned + delay),
-                KillAt::AfterEvent { .. } => None,
-            };
-            loop {
-                if let Some(status) = child
-                    .try_wait()
-                    .map_err(|e| format!("try_wait failed: {e}"))?
-                {
-                    return Err(format!(
-                        "the child exited on its own ({status}) before it was killed"
-                    ));
-                }
-                tick(spawned.elapsed())?;
-                let now = Instant::now();
-                if let (None, KillAt::AfterEvent { event, delay }) = (kill_at, &kill) {
-                    let events = read_events(&self.paths.events(cycle))?;
-                    if events.iter().any(|e| e[0] == *event) {
-                        kill_at = Some(now + *delay);
-                    } else if now - spawned > EVENT_TIMEOUT {
-                        return Err(format!("the child never reported {event:?}"));
-                    }
-                }
-                if kill_at.is_some_and(|at| now >= at) {
-                    return Ok(());
-                }
-                thread::sleep(POLL);
-            }
-        })();
-        if child.try_wait().ok().flatten().is_none() {
-            child.kill().map_err(|e| format!("kill failed: {e}"))?;
-        }
-        let status = child.wait().map_err(|e| format!("wait failed: {e}"))?;
-        result?;
-        if killed(status) {
-            Ok(())
-        } else {
-            Err(format!(
-                "the child exited on its own ({status}) just before it was killed"
-            ))
-        }
-    }
-
-    fn spawn_child(&self, cycle: u64, extra_env: &[(&str, String)]) -> std::io::Result<Child> {
-        let log = File::create(&self.paths.child_log)?;
-        let log_too = log.try_clone()?;
-        let mut command = Command::new(std::env::current_exe()?);
-        command
-            .args([
-                "rotation_crash_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ENV_CHILD, self.scenario.name())
-            .env(ENV_DIR, &self.paths.db)
-            .env(ENV_KEYFILE, &self.paths.keyfile)
-            .env(ENV_COMMITS, self.paths.commits(cycle))
-            .env(ENV_EVENTS, self.paths.events(cycle))
-            .env(ENV_CYCLE, cycle.to_string())
-            .env(ENV_WORKLOAD_SEED, self.seed.to_string())
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_too);
-        for (name, value) in extra_env {
-            command.env(name, value);
-        }
-        command.spawn()
+        kill_child(child, &kill, tick)
     }
 
     /// Checks the tables after the kill of `cycle` against the recorded commits (see the
     /// module doc) and advances the model to what was found.
     fn check_data(&mut self, db: &Db, cycle: u64) -> Result<(), String> {
-        let recorded = read_commits(&self.paths.commits(cycle), cycle)?;
-        let unrecorded = committing_ids(cycle)
-            .nth(recorded.len())
-            .expect("a cycle has more ids than any run commits");
-        let mut without = self.model.clone();
-        for &id in &recorded {
-            without.apply(self.seed, id);
-        }
-        let mut with = without.clone();
-        with.apply(self.seed, unrecorded);
-        let found = scan_all(db)?;
-        self.model = if found == without.tables {
-            without
-        } else if found == with.tables {
-            with
-        } else {
-            return Err(explain_mismatch(
-                &found,
-                &without,
-                &with,
-                recorded.len(),
-                unrecorded,
-            ));
-        };
-        check_point_reads(db, &self.model, self.seed)
+        let seed = self.seed;
+        let outcomes = Outcomes::after_kill(
+            &LAYOUT,
+            &self.model,
+            cycle,
+            &self.paths.commits(cycle),
+            |id| writes(seed, id),
+        )?;
+        let tables = open_tables(db, LAYOUT.tables)?;
+        let unrecorded_present = outcomes.check_tables(db, &tables)?;
+        self.model = outcomes.into_recovered(unrecorded_present);
+        check_point_reads(db, &tables, &self.model, self.seed)
     }
 
     /// Reads every page of `row`'s tablespace file (the database closed) with the keys in
@@ -1159,25 +974,15 @@ impl Run {
 
     /// The tables still hold exactly the model.
     fn check_unchanged(&self, db: &Db, when: &str) -> Result<(), String> {
-        let found = scan_all(db)?;
+        let found = scan_all(db, &open_tables(db, LAYOUT.tables)?)?;
         if found != self.model.tables {
-            let differing = differences(&found, &self.model.tables);
-            let shown: Vec<String> = differing
-                .iter()
-                .take(10)
-                .map(|&(i, key)| {
-                    format!(
-                        "  {}: expected {}, found {}",
-                        name(i, key),
-                        describe(self.model.tables[i].get(key)),
-                        describe(found[i].get(key))
-                    )
-                })
-                .collect();
+            let lines = diff_lines(&LAYOUT, &found, &self.model.tables, &|id| {
+                format!("txn {id}")
+            });
             return Err(format!(
                 "{when} the tables changed: {} keys differ from the recovered state\n{}",
-                differing.len(),
-                shown.join("\n")
+                differences(&found, &self.model.tables).len(),
+                lines.join("\n")
             ));
         }
         Ok(())
@@ -1193,245 +998,21 @@ enum Expect {
     AsStatus,
 }
 
-/// When the parent kills the child.
-enum KillAt {
-    /// This long after the spawn.
-    Delay(Duration),
-    /// This long after the child first records an event of this kind.
-    AfterEvent {
-        event: &'static str,
-        delay: Duration,
-    },
-}
-
-impl KillAt {
-    fn after_event(event: &'static str, delay: Duration) -> KillAt {
-        KillAt::AfterEvent { event, delay }
-    }
-}
-
-/// Files of one run, all in one temporary directory.
-struct Paths {
-    root: PathBuf,
-    db: PathBuf,
-    keyfile: PathBuf,
-    child_log: PathBuf,
-}
-
-impl Paths {
-    fn new(root: &Path) -> Paths {
-        Paths {
-            root: root.to_path_buf(),
-            db: root.join("db"),
-            keyfile: root.join("keys.txt"),
-            child_log: root.join("child.log"),
-        }
-    }
-
-    /// The ids cycle `cycle` committed, one per line.
-    fn commits(&self, cycle: u64) -> PathBuf {
-        self.root.join(format!("commits-{cycle:05}.txt"))
-    }
-
-    /// The child's acknowledgements in cycle `cycle`.
-    fn events(&self, cycle: u64) -> PathBuf {
-        self.root.join(format!("events-{cycle:05}.txt"))
-    }
-}
-
-#[cfg(unix)]
-fn killed(status: ExitStatus) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal() == Some(9)
-}
-
-#[cfg(not(unix))]
-fn killed(status: ExitStatus) -> bool {
-    !status.success()
-}
-
 // ---- the checks -----------------------------------------------------------------------------
 
-type Tables = [BTreeMap<Vec<u8>, Vec<u8>>; TABLES.len()];
-
-/// The expected contents of every table.
-#[derive(Debug, Clone, Default)]
-struct Model {
-    tables: Tables,
-    /// Per cycle, the last transaction known committed (a cycle commits a prefix of its
-    /// committing ids).
-    last_committed: BTreeMap<u64, u64>,
-}
-
-impl Model {
-    fn apply(&mut self, seed: u64, id: u64) {
-        for write in writes(seed, id) {
-            let table = &mut self.tables[write.table];
-            match write.value {
-                Some(value) => table.insert(write.key, value),
-                None => table.remove(&write.key),
-            };
-        }
-        self.last_committed.insert(id / IDS_PER_CYCLE, id);
-    }
-}
-
-/// The lines of a side file that the kill did not cut, split into words.
-fn read_events(path: &Path) -> Result<Vec<Vec<String>>, String> {
-    Ok(complete_lines(path)?
-        .lines()
-        .map(|line| {
-            line.split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .filter(|words| !words.is_empty())
-        .collect())
-}
-
-/// The text of a side file up to its last newline ("" when it does not exist).
-fn complete_lines(path: &Path) -> Result<String, String> {
-    let mut text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
-    };
-    text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
-    Ok(text)
-}
-
-/// The ids in a commits file, checked to be the first committing ids of `cycle` in order.
-fn read_commits(path: &Path, cycle: u64) -> Result<Vec<u64>, String> {
-    let recorded: Vec<u64> = complete_lines(path)?
-        .lines()
-        .map(|line| {
-            line.parse()
-                .map_err(|_| format!("{}: bad line {line:?}", path.display()))
-        })
-        .collect::<Result<_, _>>()?;
-    let expected: Vec<u64> = committing_ids(cycle).take(recorded.len()).collect();
-    if recorded != expected {
-        return Err(format!(
-            "{} is not the first {} committing ids of cycle {cycle}",
-            path.display(),
-            recorded.len()
-        ));
-    }
-    Ok(recorded)
-}
-
-fn scan_all(db: &Db) -> Result<Tables, String> {
-    let mut found: Tables = Default::default();
-    for (i, name) in TABLES.iter().enumerate() {
-        let table = db.table(name).map_err(|e| format!("table {name:?}: {e}"))?;
-        let scan = db
-            .range(&table, .., false)
-            .map_err(|e| format!("a scan of table {name:?} failed to start: {e}"))?;
-        for entry in scan {
-            let (key, value) = entry.map_err(|e| {
-                format!(
-                    "a scan of table {name:?} failed after {} entries: {e}",
-                    found[i].len()
-                )
-            })?;
-            found[i].insert(key, value);
-        }
-    }
-    Ok(found)
-}
-
 /// `get` agrees with the model for `a/counter` and a sample of keys, present or not.
-fn check_point_reads(db: &Db, model: &Model, seed: u64) -> Result<(), String> {
+fn check_point_reads(db: &Db, tables: &[Table], model: &Model, seed: u64) -> Result<(), String> {
     let mut rng = Rng::new(seed ^ model.last_committed.values().sum::<u64>());
     let mut keys: BTreeSet<(usize, Vec<u8>)> = BTreeSet::from([(0, b"counter".to_vec())]);
     for _ in 0..64 {
         let slot = rng.below(SLOTS as usize) as u64;
         keys.insert((
-            rng.below(TABLES.len()),
-            slot_key(slot, rng.below(KEYS_PER_SLOT)),
+            rng.below(LAYOUT.tables.len()),
+            LAYOUT.slot_key(slot, rng.below(KEYS_PER_SLOT)),
         ));
     }
-    for (i, key) in keys {
-        let table = db.table(TABLES[i]).map_err(|e| e.to_string())?;
-        let got = db
-            .get(&table, &key)
-            .map_err(|e| format!("get {}: {e}", name(i, &key)))?;
-        if got.as_ref() != model.tables[i].get(&key) {
-            return Err(format!(
-                "get {} returned {} but the scan found {}",
-                name(i, &key),
-                describe(got.as_ref()),
-                describe(model.tables[i].get(&key))
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// How the tables differ from both allowed states, key by key.
-fn explain_mismatch(
-    found: &Tables,
-    without: &Model,
-    with: &Model,
-    recorded: usize,
-    unrecorded: u64,
-) -> String {
-    let differing = differences(found, &without.tables);
-    let lines: Vec<String> = differing
-        .iter()
-        .take(20)
-        .map(|&(i, key)| {
-            format!(
-                "  {}: expected {}, found {}",
-                name(i, key),
-                describe(without.tables[i].get(key)),
-                describe(found[i].get(key))
-            )
-        })
-        .collect();
-    let effective = differences(&with.tables, &without.tables);
-    let visible = effective
-        .iter()
-        .filter(|&&(i, key)| found[i].get(key) == with.tables[i].get(key))
-        .count();
-    format!(
-        "after recovery the tables match neither the {recorded} recorded commits of this \
-         cycle nor those plus txn {unrecorded} ({visible} of its {} effective writes visible); \
-         {} keys differ from the recorded state (values name their txn; the newest recorded \
-         is {:?}):\n{}",
-        effective.len(),
-        differing.len(),
-        without.last_committed.values().next_back(),
-        lines.join("\n")
-    )
-}
-
-/// The keys (table index, key) whose value or presence differs between `a` and `b`.
-fn differences<'t>(a: &'t Tables, b: &'t Tables) -> Vec<(usize, &'t Vec<u8>)> {
-    let mut out = Vec::new();
-    for (i, (a, b)) in a.iter().zip(b).enumerate() {
-        let keys: BTreeSet<&Vec<u8>> = a.keys().chain(b.keys()).collect();
-        out.extend(
-            keys.into_iter()
-                .filter(|key| a.get(*key) != b.get(*key))
-                .map(|key| (i, key)),
-        );
-    }
-    out
-}
-
-fn describe(value: Option<&Vec<u8>>) -> String {
-    match value {
-        None => "absent".to_string(),
-        Some(value) => match writer_of(value) {
-            Some(id) => format!("{} bytes from txn {id}", value.len()),
-            None => format!("a value no txn wrote: {:?}", Short(value)),
-        },
-    }
-}
-
-fn name(table: usize, key: &[u8]) -> String {
-    format!("{}/{}", TABLES[table], String::from_utf8_lossy(key))
+    let keys = keys.iter().map(|(i, key)| (*i, key.as_slice()));
+    check_gets(&LAYOUT, db, tables, &model.tables, keys)
 }
 
 fn status(db: &Db) -> Result<Vec<EncryptionStatus>, String> {
@@ -1499,35 +1080,4 @@ fn latest_version(keyfile: &Path, key_id: u32) -> Result<u32, String> {
 fn count(path: &Path, needle: &[u8]) -> Result<usize, String> {
     let bytes = fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     Ok(bytes.windows(needle.len()).filter(|w| *w == needle).count())
-}
-
-// ---- set-up helpers -------------------------------------------------------------------------
-
-/// A decimal or `0x` hexadecimal number from the environment.
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
-}
-
-fn fresh_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    Rng::new(nanos ^ (u64::from(std::process::id()) << 32)).next_u64()
-}
-
-/// The last `lines` lines of a text file.
-fn tail(path: &Path, lines: usize) -> String {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
 }

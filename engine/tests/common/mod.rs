@@ -1,6 +1,9 @@
 //! Helpers shared by the engine's integration tests (`model.rs`, `concurrency.rs`,
-//! `large.rs`, `scans.rs`). Each test file is its own crate and uses only some of these.
+//! `large.rs`, `scans.rs`; the crash tests also use [`crash`]). Each test file is its own
+//! crate and uses only some of these.
 #![allow(dead_code)]
+
+pub mod crash;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
