@@ -7,4 +7,5 @@
 //! features.
 
 pub mod direct_io;
+pub mod stats;
 pub mod workload;

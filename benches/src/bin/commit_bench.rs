@@ -50,6 +50,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+use strongbox_bench::stats::{median, min_max};
 
 use rand::{RngExt, SeedableRng};
 use strongbox_engine::{Db, EncryptTables, FlushAtCommit, LogStats, Options, Table, TableOptions};
@@ -273,22 +274,6 @@ fn run_slice(
 }
 
 // ---- statistics -------------------------------------------------------------------------
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-fn min_max(values: &[f64]) -> (f64, f64) {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (min, max)
-}
 
 /// Per-round ratios `top[r] / bottom[r]`.
 fn ratios(top: &[Sample], bottom: &[Sample]) -> Vec<f64> {

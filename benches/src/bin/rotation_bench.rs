@@ -52,6 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+use strongbox_bench::stats::{median, min_max};
 
 use rand::{RngExt, SeedableRng};
 use strongbox_bench::direct_io::DirectVfs;
@@ -754,22 +755,6 @@ fn fsync_probe(dir: &Path) -> f64 {
 }
 
 // ---- statistics, settings, main ---------------------------------------------------------
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-fn min_max(values: &[f64]) -> (f64, f64) {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (min, max)
-}
 
 fn parse_list<T: std::str::FromStr>(text: &str, what: &str) -> Vec<T> {
     text.split(',')

@@ -16,6 +16,7 @@ use rand::{RngExt, SeedableRng};
 use std::sync::Arc;
 use std::time::Instant;
 use strongbox_bench::direct_io::DirectVfs;
+use strongbox_bench::stats::median;
 use strongbox_engine::{Db, EncryptTables, Encrypted, Options, Table, TableOptions};
 use strongbox_keyring::provider::MemoryKeyProvider;
 
@@ -139,11 +140,6 @@ fn measure_round(
     }
     let total = (threads * slice * SLICES) as f64;
     (total / plain_secs, total / encrypted_secs)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    values[values.len() / 2]
 }
 
 fn main() {
