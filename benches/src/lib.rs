@@ -2,9 +2,9 @@
 //!
 //! Benchmarks for Strongbox: criterion micro-benches in `benches/` (the page codec per
 //! algorithm, AES-GCM implementations compared), the issue benchmarks in `src/bin/`, and
-//! [`workload`], the YCSB-style generator with its store-adapter trait. Planned (issue
-//! "Workload generator"): the `strongbox-workload` binary and peer adapters behind cargo
-//! features.
+//! [`workload`], the YCSB-style generator with its store-adapter trait (driven by the
+//! `strongbox-workload` binary), and [`stats`], what the binaries share. Planned (issue
+//! "Workload generator"): the RESP and peer adapters behind cargo features, scenarios, charts.
 
 pub mod direct_io;
 pub mod stats;
