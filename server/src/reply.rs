@@ -52,11 +52,6 @@ impl Reply {
         Reply::Bulk(text.as_ref().to_vec())
     }
 
-    /// True for `Error`.
-    pub fn is_error(&self) -> bool {
-        matches!(self, Reply::Error(_))
-    }
-
     /// Appends the encoding of this reply for protocol `resp` (2 or 3) to `out`.
     pub fn encode(&self, resp: u8, out: &mut Vec<u8>) {
         let resp3 = resp >= 3;

@@ -63,14 +63,7 @@ pub fn run(command: TableCommand, settings: &Settings) -> CliResult {
             eprintln!(
                 "strongbox: created table {name} (space {}, {})",
                 info.space_id,
-                if info.encrypted {
-                    format!(
-                        "encrypted with key {} version {}",
-                        info.key_id, info.key_version
-                    )
-                } else {
-                    "not encrypted".to_string()
-                }
+                describe_encryption(&info)
             );
         }
         TableCommand::Alter {
@@ -133,4 +126,16 @@ pub fn run(command: TableCommand, settings: &Settings) -> CliResult {
     }
     db.close()?;
     Ok(())
+}
+
+/// `encrypted with key K version V`, or `not encrypted`, for messages.
+pub fn describe_encryption(info: &strongbox_engine::TableInfo) -> String {
+    if info.encrypted {
+        format!(
+            "encrypted with key {} version {}",
+            info.key_id, info.key_version
+        )
+    } else {
+        "not encrypted".to_string()
+    }
 }

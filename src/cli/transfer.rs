@@ -91,14 +91,7 @@ pub fn run_import(args: ImportArgs, settings: &Settings) -> CliResult {
         info.name,
         info.space_id,
         info.pages,
-        if info.encrypted {
-            format!(
-                "encrypted with key {} version {}",
-                info.key_id, info.key_version
-            )
-        } else {
-            "not encrypted".to_string()
-        }
+        super::table::describe_encryption(info)
     );
     if let Some(key) = &report.transfer_key_deleted {
         eprintln!("strongbox: deleted the transfer key {}", key.display());

@@ -444,19 +444,6 @@ impl SpaceFile {
         Ok(true)
     }
 
-    /// The (key id, version) of every keyring key this space's header needs: one per
-    /// stored generation, by the keyring version it is wrapped under.
-    pub fn keyring_versions_needed(&self) -> Vec<(u32, u32)> {
-        let header = self.header.lock();
-        header.encryption.as_ref().map_or(Vec::new(), |record| {
-            record
-                .generations
-                .iter()
-                .map(|g| (g.wrapped.key_id, g.wrapped.key_version))
-                .collect()
-        })
-    }
-
     /// Page 0 with a new nonce reservation, and the allocation fields page 0 already holds
     /// (the live ones may not be logged yet).
     fn reserve_nonces(&self, new_limit: u64) -> Result<()> {

@@ -13,15 +13,11 @@
 //! SB.STATS                               -> buffer pool, IO, crypto and redo counters
 //! ```
 
-use super::{engine_error, parse_i64, syntax_error, text, After};
+use super::{engine_error, parse_i64, reply, syntax_error, text, After};
 use crate::reply::Reply;
 use crate::server::Shared;
 use crate::session::{Args, Session};
 use strongbox_engine::{Encrypted, RotationPolicy, TableOptions, STATUS_COLUMNS};
-
-fn reply(reply: Reply) -> (Reply, After) {
-    (reply, After::Continue)
-}
 
 fn field(name: &str, value: Reply) -> (Reply, Reply) {
     (Reply::bulk(name), value)

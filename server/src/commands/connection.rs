@@ -1,13 +1,9 @@
 //! Connection commands: PING, ECHO, HELLO, AUTH, SELECT, CLIENT, QUIT, RESET.
 
-use super::{text, wrong_arity, After};
+use super::{reply, text, wrong_arity, After};
 use crate::reply::Reply;
 use crate::server::Shared;
 use crate::session::{Args, Session};
-
-fn reply(reply: Reply) -> (Reply, After) {
-    (reply, After::Continue)
-}
 
 pub(super) fn ping(_: &Shared, _: &mut Session, args: &Args) -> (Reply, After) {
     reply(match args.len() {

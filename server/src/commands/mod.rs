@@ -313,6 +313,11 @@ pub(crate) fn run_queued<'a>(
     Ok((replies, ctx.txn))
 }
 
+/// A reply after which the connection goes on (most plain commands).
+pub(crate) fn reply(reply: Reply) -> (Reply, After) {
+    (reply, After::Continue)
+}
+
 /// Redis' text for an unknown command.
 pub(crate) fn unknown_command(args: &Args) -> Reply {
     let name = String::from_utf8_lossy(&args[0]);

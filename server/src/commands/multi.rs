@@ -11,14 +11,10 @@
 //! WATCH compares values: a key changed and changed back between WATCH and EXEC counts as
 //! unchanged (Redis would abort). Documented in docs/server.md.
 
-use super::{engine_error, run_queued, After};
+use super::{engine_error, reply, run_queued, After};
 use crate::reply::Reply;
 use crate::server::Shared;
 use crate::session::{Args, Multi, Session, Watched};
-
-fn reply(reply: Reply) -> (Reply, After) {
-    (reply, After::Continue)
-}
 
 pub(super) fn multi(_: &Shared, session: &mut Session, _: &Args) -> (Reply, After) {
     if session.multi.is_some() {

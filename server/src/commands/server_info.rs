@@ -1,16 +1,12 @@
 //! Server commands: COMMAND, CONFIG, INFO, DBSIZE, FLUSHDB, SHUTDOWN.
 
-use super::{engine_error, keyspace, lookup, text, After, COMMANDS};
+use super::{engine_error, keyspace, lookup, reply, text, After, COMMANDS};
 use crate::glob;
 use crate::reply::Reply;
 use crate::server::Shared;
 use crate::session::{Args, Session};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-
-fn reply(reply: Reply) -> (Reply, After) {
-    (reply, After::Continue)
-}
 
 /// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO name…`, `COMMAND DOCS [name…]` — enough for
 /// redis-cli's hints and for client libraries that probe.
