@@ -60,7 +60,8 @@ pub enum Format {
 
 /// True if `dir` holds a Strongbox database (its system tablespace).
 fn holds_database(dir: &std::path::Path) -> bool {
-    dir.join("system.sbd").exists()
+    use strongbox_engine::space::{file_name, SYSTEM_SPACE_ID};
+    dir.join(file_name(SYSTEM_SPACE_ID)).exists()
 }
 
 fn parse_bits(text: &str) -> Result<usize, String> {
