@@ -1344,3 +1344,58 @@ fn serve_makes_a_key_file_outside_the_data_directory_and_stops_on_sigterm() {
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert!(rest.contains("stopped cleanly"), "{rest}");
 }
+
+#[test]
+fn workload_runs_encrypted_and_plain_and_writes_results() {
+    let sb = Sandbox::new();
+    let dbs = sb.path("dbs");
+    let run = sb.ok(&[
+        "workload",
+        "--workload",
+        "ycsb-b,scan",
+        "--records",
+        "500",
+        "--ops",
+        "400",
+        "--threads",
+        "1,2",
+        "--buffer-pool",
+        "4MiB",
+        "--dir",
+        dbs.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        "r.json",
+        "--out",
+        "r.csv",
+        "--plot",
+        "r.svg",
+    ]);
+    // The summary: a ratio column per workload, and the memory budget checked.
+    assert!(run.stdout.contains("ycsb-b: ops/s"), "{}", run.stdout);
+    assert!(run.stdout.contains("enc/plain"), "{}", run.stdout);
+    assert!(run.stdout.contains("ok (≤ 68.0 MiB)"), "{}", run.stdout);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&sb.read_text("r.json")).unwrap();
+    // 2 workloads × 2 targets × 2 thread counts.
+    assert_eq!(rows.len(), 8);
+    for row in &rows {
+        assert_eq!(row["errors"], 0, "{row}");
+        assert_eq!(row["operations"], 400, "{row}");
+    }
+    assert_eq!(sb.read_text("r.csv").lines().count(), 9);
+    let svg = sb.read_text("r-ycsb-b.svg");
+    assert!(
+        svg.contains("strongbox-plain"),
+        "chart legend names the targets"
+    );
+    assert!(sb.path("r-scan.svg").exists());
+    // Each configuration's database is deleted after use.
+    assert_eq!(std::fs::read_dir(&dbs).unwrap().count(), 0);
+
+    let run = sb.run(&["workload", "--encryption", "maybe"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("--encryption must be on, off or both"),
+        "{run:?}"
+    );
+}

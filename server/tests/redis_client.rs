@@ -490,6 +490,86 @@ fn multi_exec_is_atomic_and_watch_aborts_on_change() {
 }
 
 #[test]
+fn sb_range_reads_records_in_key_order_from_a_start_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring();
+    let server = start(open_db(dir.path(), &keys), ServerConfig::default());
+    let mut con = connect(&server);
+    let range = |con: &mut Connection, start: &str, count: i64| -> Vec<String> {
+        redis::cmd("SB.RANGE")
+            .arg(start)
+            .arg(count)
+            .query(con)
+            .unwrap()
+    };
+    for i in 0..20 {
+        let _: () = con.set(format!("k{i:02}"), format!("v{i}")).unwrap();
+    }
+    assert_eq!(
+        range(&mut con, "k05", 3),
+        ["k05", "v5", "k06", "v6", "k07", "v7"]
+    );
+    assert_eq!(
+        range(&mut con, "k055", 2),
+        ["k06", "v6", "k07", "v7"],
+        "start need not exist"
+    );
+    assert_eq!(range(&mut con, "k18", 10), ["k18", "v18", "k19", "v19"]);
+    assert!(range(&mut con, "zzz", 10).is_empty());
+    assert_eq!(
+        range(&mut con, "", 1_000_000).len(),
+        40,
+        "count is capped, not refused"
+    );
+    let _: i64 = con.del("k06").unwrap();
+    assert_eq!(range(&mut con, "k05", 2), ["k05", "v5", "k07", "v7"]);
+    // The session's table only.
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut con).unwrap();
+    assert!(range(&mut con, "", 10).is_empty());
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut con).unwrap();
+
+    // Inside MULTI it sees the block's own writes, and EXEC's reply holds its array.
+    let (set, read): ((), Vec<String>) = redis::pipe()
+        .atomic()
+        .set("k06", "again")
+        .cmd("SB.RANGE")
+        .arg("k06")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((set, read), ((), vec!["k06".into(), "again".into()]));
+
+    // Bad calls, with Redis' texts.
+    for (count, expected) in [
+        ("abc", "value is not an integer or out of range"),
+        ("1.5", "value is not an integer or out of range"),
+        ("0", "value is out of range, must be positive"),
+        ("-3", "value is out of range, must be positive"),
+    ] {
+        let error = error_text(
+            redis::cmd("SB.RANGE")
+                .arg("k")
+                .arg(count)
+                .query::<Value>(&mut con),
+        );
+        assert!(error.contains(expected), "{count}: {error}");
+    }
+    let arity = error_text(redis::cmd("SB.RANGE").arg("k").query::<Value>(&mut con));
+    assert!(
+        arity.contains("wrong number of arguments for 'sb.range'"),
+        "{arity}"
+    );
+    // COMMAND INFO knows it (redis-cli and client libraries ask).
+    let info: Value = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("sb.range")
+        .query(&mut con)
+        .unwrap();
+    assert!(format!("{info:?}").contains("sb.range"), "{info:?}");
+    server.handle.stop().unwrap();
+}
+
+#[test]
 fn auth_protects_every_command_and_protected_mode_refuses_open_addresses() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keyring();

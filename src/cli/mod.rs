@@ -57,6 +57,13 @@ enum Command {
     /// Show encryption at work on built-in defaults: makes a key file and a database in a
     /// temporary directory, writes, reads back, and shows the ciphertext on disk.
     Demo(demo::DemoArgs),
+    /// Run the workload generator (the `strongbox-workload` tool: YCSB workloads, the
+    /// Percona encryption-overhead scenarios); `strongbox workload --help` for its flags.
+    #[command(disable_help_flag = true)]
+    Workload {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// How a command ends when it does not succeed.
@@ -116,6 +123,13 @@ pub fn run() -> i32 {
             return 1;
         }
     };
+    if let Command::Workload { args } = cli.command {
+        // The generator makes its own databases; no settings or key files apply.
+        let program = std::ffi::OsString::from("strongbox workload");
+        return i32::from(strongbox_bench::workload::cli::run_from(
+            std::iter::once(program).chain(args),
+        ));
+    }
     let result = Settings::resolve(&cli.global)
         .map_err(Exit::Error)
         .and_then(|settings| match cli.command {
@@ -129,6 +143,7 @@ pub fn run() -> i32 {
             Command::Export(args) => transfer::run_export(args, &settings),
             Command::Import(args) => transfer::run_import(args, &settings),
             Command::Demo(args) => demo::run(args),
+            Command::Workload { .. } => unreachable!("dispatched above"),
         });
     match result {
         Ok(()) => 0,

@@ -8,9 +8,17 @@
 //! | [`distribution`] | key choosers (uniform, zipfian, scrambled zipfian, latest), seeded |
 //! | [`spec`]         | the named workloads, their mixes, keys and values; [`OpGenerator`] |
 //! | [`target`]       | the [`Target`] adapter trait and the [`Embedded`] engine adapter |
-//! | [`runner`]       | load and run phases on threads, HDR latency histograms, report tables |
+//! | [`resp`]         | the `resp://host:port` adapter (any Redis-protocol server)      |
+//! | [`peers`]        | redb, sled, SQLite, SQLCipher adapters behind cargo features    |
+//! | [`runner`]       | load and run phases on threads, HDR latency histograms, per-run table |
+//! | [`resources`]    | peak resident memory, bytes on disk                             |
+//! | [`experiment`]   | a [`Plan`](experiment::Plan) run: targets × workloads × threads → measurements |
+//! | [`report`]       | summary tables (encrypted/plain ratio, memory budget), JSON/CSV, charts |
+//! | [`plot`]         | throughput-vs-threads charts (SVG, PNG) with plotters           |
+//! | [`scenario`]     | the named scenarios `percona-n1`, `percona-n2`, `peers`         |
+//! | [`cli`]          | the command line of `strongbox-workload` / `strongbox workload` |
 //!
-//! A run, as the binary will drive it:
+//! The guide is `docs/workload.md`. A run by hand, below the command line:
 //!
 //! ```no_run
 //! use strongbox_bench::workload::{load_range, Config, Embedded, OpGenerator, Target, Workload};
@@ -34,12 +42,20 @@
 //! count included), the [`Workload`] and the thread number, never on timing; see
 //! [`spec`] for the one place where threads' views of the key space differ.
 
+pub mod cli;
 pub mod distribution;
+pub mod experiment;
+pub mod peers;
+pub mod plot;
+pub mod report;
+pub mod resources;
+pub mod resp;
 pub mod runner;
+pub mod scenario;
 pub mod spec;
 pub mod target;
 
-pub use runner::{format_report, load, run, LoadReport, RunReport, Stop};
+pub use runner::{format_report, load, run, run_with_progress, LoadReport, RunReport, Stop};
 pub use spec::{
     load_range, random_value, Config, KeyDistribution, KeyOrder, Mix, Op, OpGenerator, OpKind,
     Workload,

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -119,8 +120,23 @@ struct ThreadResult {
     first_error: Option<String>,
 }
 
+/// Operations a worker finishes between two additions to the shared progress counter:
+/// often enough for a live ops/s figure, rare enough not to bounce a cache line per op.
+const PROGRESS_BATCH: u64 = 64;
+
 /// Runs `workload` on `target` with `config.threads` threads until `stop`.
 pub fn run(target: &dyn Target, config: &Config, workload: Workload, stop: Stop) -> RunReport {
+    run_with_progress(target, config, workload, stop, None)
+}
+
+/// [`run`], adding finished operations to `progress` as it goes (for a live display).
+pub fn run_with_progress(
+    target: &dyn Target,
+    config: &Config,
+    workload: Workload,
+    stop: Stop,
+    progress: Option<&AtomicU64>,
+) -> RunReport {
     let start = Instant::now();
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..config.threads)
@@ -137,7 +153,12 @@ pub fn run(target: &dyn Target, config: &Config, workload: Workload, stop: Stop)
                         Stop::After(d) => Some(start + d),
                         Stop::Operations(_) => None,
                     };
-                    worker(target, config, workload, thread, budget, deadline)
+                    let limits = Limits {
+                        budget,
+                        deadline,
+                        progress,
+                    };
+                    worker(target, config, workload, thread, limits)
                 })
             })
             .collect();
@@ -173,14 +194,25 @@ pub fn run(target: &dyn Target, config: &Config, workload: Workload, stop: Stop)
     report
 }
 
+/// When one worker stops, and where it reports progress.
+struct Limits<'a> {
+    budget: Option<u64>,
+    deadline: Option<Instant>,
+    progress: Option<&'a AtomicU64>,
+}
+
 fn worker(
     target: &dyn Target,
     config: &Config,
     workload: Workload,
     thread: usize,
-    budget: Option<u64>,
-    deadline: Option<Instant>,
+    limits: Limits<'_>,
 ) -> ThreadResult {
+    let Limits {
+        budget,
+        deadline,
+        progress,
+    } = limits;
     let mut generator = OpGenerator::new(config, workload, thread);
     let mut result = ThreadResult {
         latencies: BTreeMap::new(),
@@ -201,6 +233,11 @@ fn worker(
         let outcome = target.execute(&op);
         let nanos = began.elapsed().as_nanos() as u64;
         done += 1;
+        if done.is_multiple_of(PROGRESS_BATCH) {
+            if let Some(progress) = progress {
+                progress.fetch_add(PROGRESS_BATCH, Ordering::Relaxed);
+            }
+        }
         match outcome {
             Ok(outcome) => {
                 result.misses += outcome.misses as u64;
@@ -216,11 +253,14 @@ fn worker(
             }
         }
     }
+    if let Some(progress) = progress {
+        progress.fetch_add(done % PROGRESS_BATCH, Ordering::Relaxed);
+    }
     result
 }
 
 /// Formats a latency in nanoseconds with a readable unit.
-fn duration(nanos: u64) -> String {
+pub fn duration(nanos: u64) -> String {
     match nanos {
         0..1_000 => format!("{nanos} ns"),
         1_000..1_000_000 => format!("{:.1} µs", nanos as f64 / 1e3),
@@ -299,9 +339,21 @@ mod tests {
         let loaded = load(&target, &config, 100).unwrap();
         assert_eq!(loaded.records, 2_000);
         assert_eq!(target.scan(b"user", 10_000).unwrap(), 2_000);
-        let report = run(&target, &config, Workload::YcsbA, Stop::Operations(4_000));
+        let progress = AtomicU64::new(0);
+        let report = run_with_progress(
+            &target,
+            &config,
+            Workload::YcsbA,
+            Stop::Operations(4_000),
+            Some(&progress),
+        );
         assert_eq!(report.errors, 0, "{:?}", report.first_error);
         assert_eq!(report.operations(), 4_000);
+        assert_eq!(
+            progress.load(Ordering::Relaxed),
+            4_000,
+            "every operation counted once"
+        );
         assert_eq!(report.misses, 0, "every read names a loaded record");
         let kinds: Vec<_> = report.latencies.keys().copied().collect();
         assert_eq!(kinds, [OpKind::Read, OpKind::Update]);

@@ -172,6 +172,32 @@ pub enum KeyDistribution {
     Sequential,
 }
 
+impl KeyDistribution {
+    /// The distributions `--distribution` accepts.
+    pub const CHOOSABLE: [KeyDistribution; 3] = [
+        KeyDistribution::Uniform,
+        KeyDistribution::Zipfian,
+        KeyDistribution::Latest,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyDistribution::Uniform => "uniform",
+            KeyDistribution::Zipfian => "zipfian",
+            KeyDistribution::Latest => "latest",
+            KeyDistribution::Sequential => "sequential",
+        }
+    }
+
+    /// The choosable distribution called `name`.
+    pub fn from_name(name: &str) -> Option<KeyDistribution> {
+        KeyDistribution::CHOOSABLE
+            .into_iter()
+            .find(|d| d.name() == name)
+    }
+}
+
 /// A named workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Workload {
@@ -324,6 +350,9 @@ pub struct Config {
     pub operation_count: u64,
     pub seed: u64,
     pub threads: usize,
+    /// Overrides the workload's own [`Workload::distribution`] for reads, updates and
+    /// scan starts (`--distribution`); inserts keep their workload's rule.
+    pub distribution: Option<KeyDistribution>,
 }
 
 impl Default for Config {
@@ -337,6 +366,7 @@ impl Default for Config {
             operation_count: 1_000_000,
             seed: 0x5742_0b0c,
             threads: 1,
+            distribution: None,
         }
     }
 }
@@ -404,7 +434,10 @@ impl OpGenerator {
     pub fn new(config: &Config, workload: Workload, thread: usize) -> OpGenerator {
         assert!(config.record_count > 0, "record_count must be at least 1");
         let mix = workload.mix();
-        let chooser = match workload.distribution() {
+        let distribution = config
+            .distribution
+            .unwrap_or_else(|| workload.distribution());
+        let chooser = match distribution {
             KeyDistribution::Uniform => Chooser::Uniform,
             KeyDistribution::Zipfian => {
                 // YCSB sizes the space for twice the expected inserts and rejects records
@@ -618,6 +651,32 @@ mod tests {
             .take(100)
             .collect();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn distribution_override_changes_the_skew() {
+        // read-random is uniform by default; with `--distribution zipfian` its hottest key
+        // takes far more than a uniform share (1 / 10,000 records).
+        let hottest_share = |config: &Config| {
+            let mut hits: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+            for op in OpGenerator::new(config, Workload::ReadRandom, 0).take(OPS) {
+                if let Op::Read(key) = op {
+                    *hits.entry(key).or_insert(0) += 1;
+                }
+            }
+            *hits.values().max().unwrap() as f64 / OPS as f64
+        };
+        let uniform = small_config();
+        assert!(hottest_share(&uniform) < 0.001);
+        let zipfian = Config {
+            distribution: Some(KeyDistribution::Zipfian),
+            ..small_config()
+        };
+        assert!(hottest_share(&zipfian) > 0.01);
+        for d in KeyDistribution::CHOOSABLE {
+            assert_eq!(KeyDistribution::from_name(d.name()), Some(d));
+        }
+        assert_eq!(KeyDistribution::from_name("sequential"), None);
     }
 
     #[test]

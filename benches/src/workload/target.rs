@@ -5,11 +5,13 @@
 //! [`Op`] onto the handful of required methods, so an adapter only says how to read,
 //! write and scan.
 //!
-//! | target      | adapter      | status                                    |
-//! |-------------|--------------|-------------------------------------------|
-//! | `embedded`  | [`Embedded`] | the Strongbox engine in this process      |
-//! | `resp://…`  | —            | planned: a Strongbox server over RESP     |
-//! | peers       | —            | planned, behind cargo features            |
+//! | target      | adapter                          | what                                      |
+//! |-------------|----------------------------------|-------------------------------------------|
+//! | `embedded`  | [`Embedded`]                     | the Strongbox engine in this process      |
+//! | `resp://…`  | [`Resp`](super::resp::Resp)      | any Redis-protocol server                 |
+//! | peers       | [`peers`](super::peers)          | redb, sled, SQLite, SQLCipher, behind cargo features |
+//!
+//! Every adapter's tests run `tests::conformance` (put/get/scan/delete semantics).
 
 use std::fmt;
 use std::ops::Bound;
@@ -32,6 +34,21 @@ pub enum TargetError {
     UnsupportedInTxn(&'static str),
     /// Setting the target up failed (a key, a connection).
     Setup(String),
+    /// A RESP server answered a command with an error, or the connection to it failed.
+    Resp(redis::RedisError),
+    /// The target cannot run this kind of operation at all (a scan against a RESP server
+    /// without `SB.RANGE`); the text says why and where it can run.
+    Unsupported(String),
+    /// A peer database (`redb`, `sled`, `sqlite`, `sqlcipher`) refused or failed.
+    Peer {
+        /// The peer's name, as [`Target::name`] gives it.
+        peer: &'static str,
+        /// What the peer reported.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The peer is known but this build left it out; rebuilding with the cargo feature of
+    /// the same name puts it in.
+    PeerNotBuiltIn(&'static str),
 }
 
 impl fmt::Display for TargetError {
@@ -42,6 +59,15 @@ impl fmt::Display for TargetError {
                 write!(f, "{kind} operations cannot run inside a transaction")
             }
             TargetError::Setup(message) => write!(f, "setting up the target: {message}"),
+            TargetError::Resp(e) => write!(f, "resp: {e}"),
+            TargetError::Unsupported(message) => write!(f, "{message}"),
+            TargetError::Peer { peer, source } => write!(f, "{peer}: {source}"),
+            TargetError::PeerNotBuiltIn(peer) => {
+                write!(
+                    f,
+                    "peer `{peer}` is not built in: rebuild with `--features {peer}`"
+                )
+            }
         }
     }
 }
@@ -50,6 +76,8 @@ impl std::error::Error for TargetError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TargetError::Engine(e) => Some(e),
+            TargetError::Resp(e) => Some(e),
+            TargetError::Peer { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }
@@ -58,6 +86,12 @@ impl std::error::Error for TargetError {
 impl From<strongbox_engine::Error> for TargetError {
     fn from(e: strongbox_engine::Error) -> TargetError {
         TargetError::Engine(e)
+    }
+}
+
+impl From<redis::RedisError> for TargetError {
+    fn from(e: redis::RedisError) -> TargetError {
+        TargetError::Resp(e)
     }
 }
 
@@ -93,6 +127,12 @@ pub trait Target: Sync {
     fn read_modify_write(&self, key: &[u8], value: &[u8]) -> TargetResult<bool>;
     /// Runs `ops` (reads, scans, writes; no nested transactions) as one transaction.
     fn transaction(&self, ops: &[Op]) -> TargetResult<Outcome>;
+
+    /// Whether [`Target::scan`], and scans inside [`Target::transaction`], can run at all;
+    /// a runner asks before a workload with scans instead of failing on its first one.
+    fn supports_scan(&self) -> bool {
+        true
+    }
 
     /// Runs one operation.
     fn execute(&self, op: &Op) -> TargetResult<Outcome> {

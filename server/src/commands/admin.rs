@@ -12,6 +12,9 @@
 //! SB.CHECKPOINT
 //! SB.STATS                               -> buffer pool, IO, crypto and redo counters
 //! ```
+//!
+//! `SB.RANGE start count` is also Strongbox's own, but it reads the session's table like
+//! GET and SCAN, so it is a data command and lives with them in `keyspace.rs`.
 
 use super::{engine_error, parse_i64, reply, syntax_error, text, After};
 use crate::reply::Reply;

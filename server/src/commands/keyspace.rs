@@ -1,10 +1,12 @@
-//! Keyspace commands: DEL/UNLINK, EXISTS, TYPE, SCAN, KEYS, RANDOMKEY.
+//! Keyspace commands: DEL/UNLINK, EXISTS, TYPE, SCAN, KEYS, RANDOMKEY, and Strongbox's
+//! SB.RANGE.
 //!
 //! Only strings exist, so TYPE says `string` or `none`. SCAN cursors are numbers the session
 //! maps to the last key returned (`session.rs`); a scan sees keys in order and never returns
-//! one twice.
+//! one twice. SB.RANGE is the ordered range read SCAN cannot be: it starts at a key the
+//! client names and returns values too, in one engine transaction.
 
-use super::{parse_i64, syntax_error, DataCtx, DataResult, Failure};
+use super::{not_integer, parse_i64, syntax_error, DataCtx, DataResult, Failure};
 use crate::glob;
 use crate::reply::Reply;
 use crate::session::Args;
@@ -105,6 +107,36 @@ pub(super) fn scan(ctx: &mut DataCtx<'_>, args: &Args) -> DataResult {
         Reply::bulk(next.to_string()),
         Reply::Array(keys),
     ]))
+}
+
+/// The most records one SB.RANGE returns (SCAN's COUNT is capped the same).
+const MAX_RANGE: i64 = 100_000;
+
+/// `SB.RANGE start count`: up to `count` records in key order from the first key
+/// `>= start`, as a flat array `[key1, value1, key2, value2, …]` (HGETALL's shape, in RESP2
+/// and RESP3 alike, so the order survives). `count` above 100,000 is read as 100,000.
+pub(super) fn range(ctx: &mut DataCtx<'_>, args: &Args) -> DataResult {
+    let count = match parse_i64(&args[2]) {
+        None => return Err(not_integer()),
+        Some(n) if n < 1 => {
+            return Err(Failure::Reply(Reply::error(
+                "ERR value is out of range, must be positive",
+            )))
+        }
+        Some(n) => n.min(MAX_RANGE) as usize,
+    };
+    let start = Bound::Included(args[1].as_slice());
+    let mut flat = Vec::with_capacity(2 * count.min(1_024));
+    for entry in ctx
+        .txn
+        .range(&ctx.table, (start, Bound::Unbounded), false)?
+        .take(count)
+    {
+        let (key, value) = entry?;
+        flat.push(Reply::Bulk(key));
+        flat.push(Reply::Bulk(value));
+    }
+    Ok(Reply::Array(flat))
 }
 
 pub(super) fn keys(ctx: &mut DataCtx<'_>, args: &Args) -> DataResult {

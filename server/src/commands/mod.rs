@@ -183,6 +183,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
     Spec::data("scan", -2, keyspace::scan),
     Spec::data("keys", 2, keyspace::keys),
     Spec::data("randomkey", 1, keyspace::randomkey),
+    Spec::data("sb.range", 3, keyspace::range),
     // Strongbox administration
     Spec::plain("sb.table", -2, 0, admin::table),
     Spec::plain("sb.use", 2, 0, admin::use_table),
@@ -355,6 +356,11 @@ pub(crate) fn engine_error(error: &strongbox_engine::Error) -> Reply {
 /// Redis' "syntax error".
 pub(crate) fn syntax_error() -> Reply {
     Reply::error("ERR syntax error")
+}
+
+/// Redis' answer to an argument that should be an integer and is not one (or is too big).
+pub(crate) fn not_integer() -> Failure {
+    Failure::Reply(Reply::error("ERR value is not an integer or out of range"))
 }
 
 /// An argument as text (lossy), for messages.

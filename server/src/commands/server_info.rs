@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 /// redis-cli's hints and for client libraries that probe.
 pub(super) fn command(_: &Shared, _: &mut Session, args: &Args) -> (Reply, After) {
     let info = |spec: &super::Spec| {
-        let keyed = spec.is_data() && spec.name != "scan" && spec.name != "randomkey";
+        let keyed = spec.is_data() && !matches!(spec.name, "scan" | "randomkey" | "sb.range");
         Reply::Array(vec![
             Reply::bulk(spec.name),
             Reply::Integer(i64::from(spec.arity)),

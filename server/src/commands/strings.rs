@@ -6,14 +6,10 @@
 //! Multi-key writes lock their keys in sorted order, so two of them cannot deadlock.
 //! Expiry (EX, PX, EXAT, PXAT, KEEPTTL) is not supported: a clear error, nothing written.
 
-use super::{parse_i64, syntax_error, text, DataCtx, DataResult, Failure};
+use super::{not_integer, parse_i64, syntax_error, text, DataCtx, DataResult, Failure};
 use crate::reply::Reply;
 use crate::session::Args;
 use std::collections::BTreeMap;
-
-fn not_integer() -> Failure {
-    Failure::Reply(Reply::error("ERR value is not an integer or out of range"))
-}
 
 pub(super) fn get(ctx: &mut DataCtx<'_>, args: &Args) -> DataResult {
     Ok(Reply::bulk_or_null(ctx.txn.get(&ctx.table, &args[1])?))
