@@ -7,15 +7,16 @@
 //! for round in 1..=repeat
 //!   for workload in workloads
 //!     for target in targets          ← encrypted and plain alternate, round after round
+//!       hand freed memory back, reset the peak RSS counter, note the RSS (baseline)
 //!       open a fresh database; load; (Strongbox: close, reopen); measure bytes on disk
-//!       reset the peak RSS counter
 //!       for threads in sweep: run, record one Measurement
 //!       close and delete the database
 //! ```
 //!
-//! One target is open at a time, so the peak resident memory of the process in a row is
-//! that target's alone: freed memory is handed back to the kernel and the Linux peak
-//! counter reset when its run phase begins (see [`resources`]).
+//! One target is open at a time. Memory is the process's peak since the target opened
+//! (load and runs) minus its resident size just before, so what earlier configurations
+//! left behind (a peer's allocator caches, say) is not charged to the next one; see
+//! [`resources`].
 //! Strongbox is closed and reopened between load and run, so the run starts from what a
 //! restart would see. Alternating targets round by round, and taking the median over
 //! rounds in the summary ([`report`](super::report)), keeps a noisy shared machine
@@ -156,8 +157,22 @@ pub struct Measurement {
     /// Bytes allocated under the database directory after the load (for Strongbox after
     /// a clean close and reopen); none in memory or over the network.
     pub disk_bytes_after_load: Option<u64>,
-    /// Peak resident memory of this process since the configuration's run phase began.
+    /// Resident memory of this process just before the configuration opened (what
+    /// earlier configurations and the tool itself hold).
+    pub baseline_rss_bytes: Option<u64>,
+    /// Peak resident memory of this process since the configuration opened: its load
+    /// and every run phase so far.
     pub peak_rss_bytes: Option<u64>,
+}
+
+impl Measurement {
+    /// What the configuration itself added at its peak: peak minus baseline.
+    pub fn rss_growth_bytes(&self) -> Option<u64> {
+        Some(
+            self.peak_rss_bytes?
+                .saturating_sub(self.baseline_rss_bytes?),
+        )
+    }
 }
 
 /// A failure that stops the experiment (run-phase errors are counted in rows instead).
@@ -380,6 +395,7 @@ fn measurement(
     report: &RunReport,
     load: Option<f64>,
     disk: Option<u64>,
+    baseline: Option<u64>,
 ) -> Measurement {
     let overall = report.overall();
     let micros = |q: f64| overall.value_at_quantile(q) as f64 / 1e3;
@@ -410,6 +426,7 @@ fn measurement(
         first_error: report.first_error.clone(),
         load_records_per_sec: load,
         disk_bytes_after_load: disk,
+        baseline_rss_bytes: baseline,
         peak_rss_bytes: resources::peak_rss_bytes(),
     }
 }
@@ -465,6 +482,11 @@ pub fn run_plan(
                 }
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| fail(&format!("creating {}", dir.display()), &e))?;
+                // Memory is measured from here: what earlier configurations freed goes
+                // back to the kernel, the peak counter restarts at the current size.
+                release_freed_memory();
+                resources::reset_peak_rss();
+                let baseline = resources::current_rss_bytes();
                 let opened =
                     open(spec, &dir, plan, max_threads).map_err(|e| fail("opening", &e))?;
                 let mut load_rate = None;
@@ -479,9 +501,6 @@ pub fn run_plan(
                         Some(report.records as f64 / report.elapsed.as_secs_f64().max(1e-9));
                 }
                 let opened = opened.finish_load().map_err(|e| fail("reopening", &e))?;
-                // The peak is the run phase's, not what earlier configurations left.
-                release_freed_memory();
-                resources::reset_peak_rss();
                 let target = opened.target();
                 let disk = measured_dir(spec, &dir).and_then(|d| resources::dir_bytes(d).ok());
                 for &threads in &plan.threads {
@@ -499,7 +518,7 @@ pub fn run_plan(
                         Some(&progress.counter),
                     );
                     progress.finish();
-                    let m = measurement(plan, round, spec, &report, load_rate, disk);
+                    let m = measurement(plan, round, spec, &report, load_rate, disk, baseline);
                     if plan.verbose {
                         print!(
                             "{}",
@@ -510,8 +529,10 @@ pub fn run_plan(
                             )
                         );
                         println!(
-                            "  peak RSS {}, on disk after load {}\n",
+                            "  peak RSS {} (+{} since opening), on disk after load {}\n",
                             m.peak_rss_bytes
+                                .map_or("n/a".into(), resources::format_bytes),
+                            m.rss_growth_bytes()
                                 .map_or("n/a".into(), resources::format_bytes),
                             m.disk_bytes_after_load
                                 .map_or("n/a".into(), resources::format_bytes),
