@@ -389,21 +389,28 @@ pub(crate) mod tests {
         target.close().unwrap();
     }
 
-    #[test]
-    fn embedded_is_shared_across_threads() {
-        let target = Embedded::in_memory(POOL).unwrap();
+    /// Four threads writing their own keys and fighting over one read-modify-write key;
+    /// every adapter's tests run it on a fresh, empty target.
+    pub(crate) fn shared_across_threads(target: &dyn Target) {
         std::thread::scope(|s| {
             for t in 0..4u32 {
-                let target = &target;
                 s.spawn(move || {
                     for n in 0..200 {
-                        target.put(&key(t * 1_000 + n), b"x").unwrap();
+                        let key = key(t * 1_000 + n);
+                        target.put(&key, b"x").unwrap();
                         target.read_modify_write(b"counter", b"c").unwrap();
+                        assert!(target.get(&key).unwrap().is_some());
                     }
                 });
             }
         });
         assert_eq!(target.scan(b"user", 10_000).unwrap(), 800);
+    }
+
+    #[test]
+    fn embedded_is_shared_across_threads() {
+        let target = Embedded::in_memory(POOL).unwrap();
+        shared_across_threads(&target);
         target.close().unwrap();
     }
 }

@@ -200,19 +200,6 @@ mod tests {
     fn redb_is_shared_across_threads() {
         let dir = tempfile::tempdir().unwrap();
         let target = Redb::open(dir.path().join("redb.redb"), Durability::Relaxed).unwrap();
-        std::thread::scope(|s| {
-            for t in 0..4u32 {
-                let target = &target;
-                s.spawn(move || {
-                    for n in 0..200 {
-                        let key = format!("user{:06}", t * 1_000 + n);
-                        target.put(key.as_bytes(), b"x").unwrap();
-                        target.read_modify_write(b"counter", b"c").unwrap();
-                        assert!(target.get(key.as_bytes()).unwrap().is_some());
-                    }
-                });
-            }
-        });
-        assert_eq!(target.scan(b"user", 10_000).unwrap(), 800);
+        crate::workload::target::tests::shared_across_threads(&target);
     }
 }

@@ -289,22 +289,6 @@ mod tests {
         })
     }
 
-    fn shared_across_threads(target: &Sqlite) {
-        std::thread::scope(|s| {
-            for t in 0..4u32 {
-                s.spawn(move || {
-                    for n in 0..200 {
-                        let key = format!("user{:06}", t * 1_000 + n);
-                        target.put(key.as_bytes(), b"x").unwrap();
-                        target.read_modify_write(b"counter", b"c").unwrap();
-                        assert!(target.get(key.as_bytes()).unwrap().is_some());
-                    }
-                });
-            }
-        });
-        assert_eq!(target.scan(b"user", 10_000).unwrap(), 800);
-    }
-
     #[cfg(feature = "sqlite")]
     #[test]
     fn sqlite_conforms_durable_and_relaxed() {
@@ -335,7 +319,7 @@ mod tests {
     fn sqlite_is_shared_across_threads() {
         let dir = tempfile::tempdir().unwrap();
         let target = Sqlite::open(dir.path().join("sqlite.db"), Durability::Relaxed).unwrap();
-        shared_across_threads(&target);
+        crate::workload::target::tests::shared_across_threads(&target);
     }
 
     #[cfg(feature = "sqlcipher")]
@@ -383,6 +367,6 @@ mod tests {
         let path = dir.path().join("sqlcipher.db");
         let key = Sqlite::random_key();
         let target = Sqlite::open_encrypted(path, Durability::Relaxed, &key).unwrap();
-        shared_across_threads(&target);
+        crate::workload::target::tests::shared_across_threads(&target);
     }
 }
