@@ -103,7 +103,8 @@ pub struct Args {
     #[arg(long)]
     out: Vec<PathBuf>,
     /// Chart throughput against threads to FILE.svg or FILE.png (one file per workload,
-    /// `FILE-<workload>.ext`, when there are several).
+    /// `FILE-<workload>.ext`, when there are several) [default with --scenario:
+    /// `<scenario>.svg`].
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Only the summary: no table per configuration, no progress bar.
@@ -367,12 +368,22 @@ fn run(args: &Args) -> Result<(), String> {
         write_rows(out, &rows)?;
         println!("wrote {}", out.display());
     }
-    if let Some(path) = &args.plot {
-        for file in write_plots(path, &plan.scenario, &rows)? {
+    if let Some(path) = chart_path(args) {
+        for file in write_plots(&path, &plan.scenario, &rows)? {
             println!("wrote {}", file.display());
         }
     }
     Ok(())
+}
+
+/// Where the chart goes: `--plot`, or for a named scenario `<scenario>.svg` in the current
+/// directory (a scenario answers with a table and a chart).
+fn chart_path(args: &Args) -> Option<PathBuf> {
+    args.plot.clone().or_else(|| {
+        args.scenario
+            .as_ref()
+            .map(|s| PathBuf::from(format!("{s}.svg")))
+    })
 }
 
 /// Runs the tool on `args` (the first is the program name) and returns the exit status:
@@ -466,6 +477,20 @@ mod tests {
         let plan = parse("w --scenario percona-n2 --quick --threads 2 --records 10").unwrap();
         assert_eq!(plan.threads, [2]);
         assert_eq!(plan.config.record_count, 10);
+    }
+
+    #[test]
+    fn scenarios_chart_by_default() {
+        let args = |line: &str| Args::try_parse_from(line.split_whitespace()).unwrap();
+        assert_eq!(
+            chart_path(&args("w --scenario peers --quick")),
+            Some(PathBuf::from("peers.svg"))
+        );
+        assert_eq!(
+            chart_path(&args("w --scenario peers --plot p.png")),
+            Some(PathBuf::from("p.png"))
+        );
+        assert_eq!(chart_path(&args("w --workload ycsb-a")), None);
     }
 
     #[test]
