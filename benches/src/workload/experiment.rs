@@ -32,7 +32,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use strongbox_engine::io::MemVfs;
 use strongbox_engine::{EncryptTables, FlushAtCommit, Options};
-use strongbox_keyring::provider::{MemoryKeyProvider, SYSTEM_KEY_ID};
 use strongbox_keyring::Algorithm;
 
 use super::peers::{self, Durability};
@@ -40,7 +39,7 @@ use super::resources;
 use super::resp::Resp;
 use super::runner::{self, format_report, RunReport, Stop};
 use super::spec::{Config, Workload};
-use super::target::{Embedded, Target, TargetError, TargetResult};
+use super::target::{Embedded, Target, TargetResult};
 
 /// The Strongbox engine in this process, as one configuration runs it.
 #[derive(Clone, Debug, PartialEq)]
@@ -199,18 +198,15 @@ pub fn flush_number(flush: FlushAtCommit) -> u8 {
 /// Engine options for `spec`: a random 256-bit key 1 in memory when encrypted, none
 /// otherwise (so neither tables, nor the system space, nor the redo log are encrypted).
 pub fn embedded_options(spec: &EmbeddedSpec, flush: FlushAtCommit) -> TargetResult<Options> {
-    let mut options = Options::new()
-        .buffer_pool_size(spec.buffer_pool)
-        .flush_log_at_commit(flush)
-        .encryption_algorithm(spec.algorithm);
-    if spec.encrypted {
-        let keys = Arc::new(MemoryKeyProvider::new());
-        keys.add_random(SYSTEM_KEY_ID, 1, 256)
-            .map_err(|e| TargetError::Setup(e.to_string()))?;
-        options = options.key_provider(keys).encrypt_tables(EncryptTables::On);
+    let mut options = if spec.encrypted {
+        Embedded::options(spec.buffer_pool, flush)?
     } else {
-        options = options.encrypt_tables(EncryptTables::Off);
-    }
+        Options::new()
+            .buffer_pool_size(spec.buffer_pool)
+            .flush_log_at_commit(flush)
+            .encrypt_tables(EncryptTables::Off)
+    };
+    options = options.encryption_algorithm(spec.algorithm);
     if spec.in_memory {
         options = options.vfs(Arc::new(MemVfs::new()));
     }
@@ -302,18 +298,6 @@ fn measured_dir<'a>(spec: &TargetSpec, dir: &'a Path) -> Option<&'a Path> {
         TargetSpec::Embedded(e) if e.in_memory => None,
         TargetSpec::Resp(_) => None,
         _ => Some(dir),
-    }
-}
-
-/// Hands memory the allocator holds but nothing uses back to the kernel, so resident
-/// memory measures what is live (glibc keeps freed small blocks, such as the frames of a
-/// closed buffer pool, resident otherwise).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no
-    // preconditions and touches no memory the program still uses.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
@@ -461,20 +445,6 @@ pub fn run_plan(
                 let fail = |what: &str, e: &dyn fmt::Display| {
                     ExperimentError(format!("{label}, {}: {what}: {e}", workload.name()))
                 };
-                if workload.mix().scan > 0.0 || workload == Workload::OltpReadOnly {
-                    // A server without ordered scans cannot run this workload at all.
-                    if matches!(spec, TargetSpec::Resp(_)) {
-                        let probe =
-                            open(spec, &root, plan, 1).map_err(|e| fail("connecting", &e))?;
-                        if !probe.target().supports_scan() {
-                            eprintln!(
-                                "skipping {} on {label}: the server has no ordered scan (SB.RANGE)",
-                                workload.name()
-                            );
-                            continue;
-                        }
-                    }
-                }
                 let dir = root.join(format!("{}-{}", slug(&label), workload.name()));
                 if dir.exists() {
                     std::fs::remove_dir_all(&dir)
@@ -484,11 +454,22 @@ pub fn run_plan(
                     .map_err(|e| fail(&format!("creating {}", dir.display()), &e))?;
                 // Memory is measured from here: what earlier configurations freed goes
                 // back to the kernel, the peak counter restarts at the current size.
-                release_freed_memory();
+                resources::release_freed_memory();
                 resources::reset_peak_rss();
                 let baseline = resources::current_rss_bytes();
                 let opened =
                     open(spec, &dir, plan, max_threads).map_err(|e| fail("opening", &e))?;
+                if workload.scans() && !opened.target().supports_scan() {
+                    // A server without ordered scans cannot run this workload at all.
+                    eprintln!(
+                        "skipping {} on {label}: the server has no ordered scan (SB.RANGE)",
+                        workload.name()
+                    );
+                    opened.close().map_err(|e| fail("closing", &e))?;
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(|e| fail(&format!("removing {}", dir.display()), &e))?;
+                    continue;
+                }
                 let mut load_rate = None;
                 if workload.needs_load() {
                     let config = Config {

@@ -46,26 +46,25 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// Labels in first-seen order (the order the plan named the targets).
-fn labels(rows: &[&Measurement]) -> Vec<String> {
-    let mut labels: Vec<String> = Vec::new();
-    for row in rows {
-        if !labels.contains(&row.target) {
-            labels.push(row.target.clone());
+/// The distinct values of `items`, in first-seen order (the order the plan named them).
+fn first_seen<'a>(items: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for item in items {
+        if !seen.contains(item) {
+            seen.push(item.clone());
         }
     }
-    labels
+    seen
+}
+
+/// Target labels in first-seen order.
+fn labels(rows: &[&Measurement]) -> Vec<String> {
+    first_seen(rows.iter().map(|r| &r.target))
 }
 
 /// Workloads in first-seen order.
 fn workloads(rows: &[Measurement]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for row in rows {
-        if !names.contains(&row.workload) {
-            names.push(row.workload.clone());
-        }
-    }
-    names
+    first_seen(rows.iter().map(|r| &r.workload))
 }
 
 /// Median ops/s per (target, threads) over rounds.

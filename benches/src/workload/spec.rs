@@ -314,6 +314,11 @@ impl Workload {
         }
     }
 
+    /// Whether the workload reads ranges (a target without ordered scans cannot run it).
+    pub fn scans(self) -> bool {
+        self.mix().scan > 0.0 || self == Workload::OltpReadOnly
+    }
+
     /// Whether the run phase expects the load phase to have inserted the records first.
     /// The `fill-*` workloads are their own load.
     pub fn needs_load(self) -> bool {
