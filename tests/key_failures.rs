@@ -10,12 +10,26 @@
 //! Also: no key file at all (the error says how to make one), `encrypt_tables = force`
 //! refusing `encrypted = no`, a table naming a key id the keyring lacks, and the temporary
 //! space falling back to key 1 when key 2 is missing.
+//!
+//! The key-file side (issue 8 §3): a key file path that does not exist, and an encrypted key
+//! file (`openssl enc` container, PBKDF2-HMAC-SHA256) opened with the wrong file key, the
+//! wrong digest, the wrong KDF (EVP_BytesToKey instead of PBKDF2) and the wrong iteration
+//! count. Each open must fail with an error naming the key file and what is wrong, and the
+//! right settings must still open the database afterwards.
+//!
+//! "Byte-identical" is checked by hashing: every file under the data directory is hashed
+//! with SHA-256 before and after the failed open, and the two maps (path → length, digest)
+//! must be equal.
 
+use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use strongbox::engine::inspect::inspect_file;
 use strongbox::engine::io::StdVfs;
 use strongbox::engine::{Db, EncryptTables, Encrypted, Error, Options, TableOptions};
+use strongbox::keyring::keyfile::KeyFile;
+use strongbox::keyring::openssl_enc::{Digest, EncSettings, Kdf};
+use strongbox::keyring::source::{FileKey, KeyFileSource};
 use strongbox::keyring::KeyringError;
 
 // Fixed test keys (hex, 256 bits each).
@@ -25,14 +39,19 @@ const KEY_100_V1: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1
 const KEY_100_V2: &str = "a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2";
 const OTHER_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// A key file with one `id;version;hex` line per entry, mode 0600.
-fn write_keys(path: &Path, entries: &[(u32, u32, &str)]) {
-    use std::os::unix::fs::PermissionsExt;
+/// Key-file text with one `id;version;hex` line per entry.
+fn key_text(entries: &[(u32, u32, &str)]) -> String {
     let mut text = String::from("# test keys\n");
     for (id, version, hex) in entries {
         text.push_str(&format!("{id};{version};{hex}\n"));
     }
-    std::fs::write(path, text).unwrap();
+    text
+}
+
+/// A key file with one `id;version;hex` line per entry, mode 0600.
+fn write_keys(path: &Path, entries: &[(u32, u32, &str)]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, key_text(entries)).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
@@ -43,34 +62,46 @@ const FULL: &[(u32, u32, &str)] = &[
     (100, 2, KEY_100_V2),
 ];
 
-/// Every file under `dir` (the redo log's directory too) with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+/// One file's length and SHA-256 digest (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileHash {
+    len: usize,
+    sha256: String,
+}
+
+/// Every file under `dir` (the redo log's directory too) with its length and SHA-256.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, FileHash> {
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             files.extend(snapshot(&path));
         } else {
-            files.insert(path.clone(), std::fs::read(&path).unwrap());
+            let bytes = std::fs::read(&path).unwrap();
+            let sha256 = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let len = bytes.len();
+            files.insert(path, FileHash { len, sha256 });
         }
     }
     files
 }
 
-fn assert_unchanged(before: &BTreeMap<PathBuf, Vec<u8>>, dir: &Path, case: &str) {
+fn assert_unchanged(before: &BTreeMap<PathBuf, FileHash>, dir: &Path, case: &str) {
     let after = snapshot(dir);
     assert_eq!(
         before.keys().collect::<Vec<_>>(),
         after.keys().collect::<Vec<_>>(),
         "{case}: the set of files changed"
     );
-    for (path, bytes) in before {
-        assert!(
-            after[path] == *bytes,
-            "{case}: {} changed ({} -> {} bytes)",
-            path.display(),
-            bytes.len(),
-            after[path].len()
+    for (path, hash) in before {
+        assert_eq!(
+            after[path],
+            *hash,
+            "{case}: {} changed (length, SHA-256)",
+            path.display()
         );
     }
 }
@@ -209,6 +240,10 @@ fn a_different_key_under_the_same_id_and_version_fails_naming_them() {
     assert!(
         !text.contains(OTHER_KEY) && !text.contains(KEY_100_V2),
         "never print a key: {text}"
+    );
+    assert!(
+        text.contains(&format!("(keys from {})", fixture.keys.display())),
+        "the error names the key file: {text}"
     );
     fixture.still_opens();
 }
@@ -360,4 +395,212 @@ fn temporary_space_uses_key_2_and_falls_back_to_key_1_without_it() {
     // With key 2 back, the next start recreates the temporary space under key 2.
     fixture.still_opens();
     assert_eq!(temp_key_id(&fixture.data), 2);
+}
+
+// ---- the key file itself: missing, or encrypted and opened with the wrong settings --------
+
+/// The passphrase the encrypted key file is sealed with.
+const FILE_KEY: &str = "correct horse battery staple";
+
+/// How the encrypted key file is sealed: `openssl enc -aes-256-cbc -md sha256 -pbkdf2
+/// -iter 1000`.
+const SEALED_WITH: EncSettings = EncSettings {
+    digest: Digest::Sha256,
+    kdf: Kdf::Pbkdf2 { iterations: 1000 },
+};
+
+/// A closed database like [`Fixture`]'s, made with an encrypted key file (`keys.enc`).
+struct EncryptedFixture {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    keys: PathBuf,
+}
+
+impl EncryptedFixture {
+    fn new() -> EncryptedFixture {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.enc");
+        let file = KeyFile::parse(&key_text(FULL), &keys).unwrap();
+        KeyFileSource::encrypted(&keys, FileKey::parse(FILE_KEY).unwrap(), SEALED_WITH)
+            .create(&file)
+            .unwrap();
+        assert!(std::fs::read(&keys).unwrap().starts_with(b"Salted__"));
+        let data = dir.path().join("data");
+        let fixture = EncryptedFixture { dir, data, keys };
+        let db = Db::open(&fixture.data, fixture.right()).unwrap();
+        let table = db
+            .create_table("t", TableOptions::default().encryption_key_id(100))
+            .unwrap();
+        db.put(&table, b"answer", b"42").unwrap();
+        db.close().unwrap();
+        fixture
+    }
+
+    /// The options that open the database.
+    fn right(&self) -> Options {
+        Options::new()
+            .keyfile(&self.keys)
+            .filekey(FILE_KEY, SEALED_WITH)
+    }
+
+    /// Opens with `options`; expects failure and every file hashing as before.
+    fn open_fails(&self, options: Options, case: &str) -> Error {
+        let before = snapshot(&self.data);
+        let error = Db::open(&self.data, options).expect_err(&format!("{case}: open should fail"));
+        assert_unchanged(&before, &self.data, case);
+        let text = error.to_string();
+        assert!(
+            !text.contains(FILE_KEY),
+            "{case}: never print the file key: {text}"
+        );
+        for (_, _, hex) in FULL {
+            assert!(!text.contains(hex), "{case}: never print a key: {text}");
+        }
+        error
+    }
+
+    /// A wrong file key or wrong settings: the one decryption error, naming the key file.
+    fn open_fails_to_decrypt(&self, filekey: &str, settings: EncSettings, case: &str) {
+        let options = Options::new()
+            .keyfile(&self.keys)
+            .filekey(filekey, settings);
+        let error = self.open_fails(options, case);
+        match &error {
+            Error::Keyring(KeyringError::Decrypt { path, .. }) => {
+                assert_eq!(path, &self.keys, "{case}")
+            }
+            other => panic!("{case}: expected Keyring(Decrypt), got {other:?}"),
+        }
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("cannot decrypt key file {}", self.keys.display())),
+            "{case}: {text}"
+        );
+        assert!(
+            text.contains("wrong file key, wrong --digest/--pbkdf2-iter settings"),
+            "{case}: the error says what may be wrong: {text}"
+        );
+    }
+
+    /// With the right file key and settings, the database opens and holds its record.
+    fn still_opens(&self) {
+        let db = Db::open(&self.data, self.right()).unwrap();
+        let table = db.table("t").unwrap();
+        assert_eq!(db.get(&table, b"answer").unwrap(), Some(b"42".to_vec()));
+        db.close().unwrap();
+    }
+}
+
+#[test]
+fn a_key_file_that_does_not_exist_is_named_and_nothing_changes() {
+    let fixture = Fixture::new();
+    let missing = fixture._dir.path().join("no-such-keys.txt");
+    let before = snapshot(&fixture.data);
+    let error = Db::open(&fixture.data, Options::new().keyfile(&missing))
+        .expect_err("a missing key file must fail the open");
+    assert_unchanged(&before, &fixture.data, "key file missing");
+    match &error {
+        Error::Keyring(KeyringError::Io { path, source }) => {
+            assert_eq!(path, &missing);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected Keyring(Io NotFound), got {other:?}"),
+    }
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("key file {}", missing.display())),
+        "{text}"
+    );
+    fixture.still_opens();
+}
+
+#[test]
+fn an_encrypted_key_file_with_a_wrong_file_key_is_refused_and_nothing_changes() {
+    let fixture = EncryptedFixture::new();
+    fixture.open_fails_to_decrypt(
+        "battery horse correct staple",
+        SEALED_WITH,
+        "wrong file key",
+    );
+    fixture.still_opens();
+}
+
+#[test]
+fn an_encrypted_key_file_with_the_wrong_digest_or_kdf_is_refused_and_nothing_changes() {
+    let fixture = EncryptedFixture::new();
+    let cases = [
+        (
+            "wrong digest (sha1 instead of sha256)",
+            EncSettings {
+                digest: Digest::Sha1,
+                ..SEALED_WITH
+            },
+        ),
+        (
+            "wrong digest (sha512 instead of sha256)",
+            EncSettings {
+                digest: Digest::Sha512,
+                ..SEALED_WITH
+            },
+        ),
+        (
+            "wrong KDF (EVP_BytesToKey instead of PBKDF2)",
+            EncSettings {
+                kdf: Kdf::EvpBytesToKey,
+                ..SEALED_WITH
+            },
+        ),
+        (
+            "wrong PBKDF2 iteration count (999 instead of 1000)",
+            EncSettings {
+                kdf: Kdf::Pbkdf2 { iterations: 999 },
+                ..SEALED_WITH
+            },
+        ),
+        (
+            "wrong PBKDF2 iteration count (openssl's default 10000)",
+            EncSettings {
+                kdf: Kdf::Pbkdf2 { iterations: 10_000 },
+                ..SEALED_WITH
+            },
+        ),
+    ];
+    for (case, settings) in cases {
+        fixture.open_fails_to_decrypt(FILE_KEY, settings, case);
+    }
+    fixture.still_opens();
+}
+
+#[test]
+fn an_encrypted_key_file_without_its_file_key_or_with_a_missing_file_key_file_is_refused() {
+    let fixture = EncryptedFixture::new();
+
+    let error = fixture.open_fails(Options::new().keyfile(&fixture.keys), "no file key given");
+    assert!(
+        matches!(&error, Error::Keyring(KeyringError::FileKey(_))),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains(&fixture.keys.display().to_string()) && text.contains("--filekey"),
+        "{text}"
+    );
+
+    let missing = fixture.dir.path().join("no-such-filekey.txt");
+    let error = fixture.open_fails(
+        Options::new()
+            .keyfile(&fixture.keys)
+            .filekey(format!("FILE:{}", missing.display()), SEALED_WITH),
+        "file-key file missing",
+    );
+    assert!(
+        matches!(&error, Error::Keyring(KeyringError::FileKey(_))),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("cannot read file key {}", missing.display())),
+        "{text}"
+    );
+    fixture.still_opens();
 }

@@ -6,6 +6,9 @@
 //! `strongbox-workload` binary), and [`stats`], what the binaries share. Planned (issue
 //! "Workload generator"): the RESP and peer adapters behind cargo features, scenarios, charts.
 
+// `unsafe` only in `workload::resources` (two libc calls, each with a SAFETY comment).
+#![deny(unsafe_code)]
+
 pub mod direct_io;
 pub mod stats;
 pub mod workload;

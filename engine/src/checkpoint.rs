@@ -49,7 +49,14 @@ impl Checkpointer {
         let _one_at_a_time = self.running.lock();
         let lsn = self.log.current_lsn();
         self.pool.flush_all()?;
-        self.spaces.persist_headers()?;
+        if let Err(error) = self.spaces.persist_headers() {
+            // Page 0 has no doublewrite copy, and after a failed write or sync its state on
+            // disk is unknown (torn, or dropped by the kernel): stop, as a failed page
+            // write-back does (buffer rule 9), so no commit goes on as if it were durable.
+            self.log
+                .fail("checkpoint", std::io::Error::other(error.to_string()));
+            return Err(error);
+        }
         self.log.checkpoint(lsn)?;
         Ok(())
     }

@@ -240,6 +240,13 @@ impl Db {
                 other => spaces.insert(Arc::new(other?)),
             }
         }
+        if let KeySource::File { path, .. } = &options.keys {
+            for error in &mut missing_keys {
+                if let Error::KeyUnavailable { key_file, .. } = error {
+                    *key_file = Some(path.clone());
+                }
+            }
+        }
         let system = match (system, missing_keys.len()) {
             (Some(system), 0) => Arc::new(system),
             (_, 1) => return Err(missing_keys.remove(0)),
@@ -271,6 +278,13 @@ impl Db {
             recovered.log_stop = Some(format!(
                 "LSN {} (block {}): {}",
                 report.stop.lsn, report.stop.block_no, report.stop.why
+            ));
+            spaces.set_log_stop(format!(
+                "byte {} of {} (LSN {}): {}",
+                report.stop_offset,
+                report.stop_segment.display(),
+                report.stop.lsn,
+                report.stop.why
             ));
             recovered.torn_pages_repaired = recovery::repair_torn_pages(&doublewrite, &spaces)?;
         }
@@ -389,17 +403,19 @@ impl Db {
             .iter()
             .map(|(name, state)| (name.clone(), state.meta))
             .collect();
-        warnings.extend(rotation::api::plan_at_open(
-            &spaces,
-            &catalog_tables,
-            &options,
-            keyring_ref,
-        ));
         let rotator = Arc::new(Rotator::new(
             Arc::clone(&spaces),
             Arc::clone(&pool),
             options.encryption_threads,
             options.encryption_rotation_iops,
+            keyring.clone(),
+        ));
+        warnings.extend(rotation::api::plan_at_open(
+            &spaces,
+            &catalog_tables,
+            &options,
+            keyring_ref,
+            &rotator,
         ));
         let checkpointer =
             Checkpointer::new(Arc::clone(&pool), Arc::clone(&spaces), Arc::clone(&log));

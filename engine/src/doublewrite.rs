@@ -276,6 +276,9 @@ struct State {
     /// The number the next batch gets. Once recovered, it is above every batch in the file.
     next_batch: u64,
     reuse: Reuse,
+    /// Why the home writes of a `HomeWritesPending` batch failed: the refusals name it, so
+    /// the first failure is what every later caller sees, whoever reports first.
+    home_failure: Option<String>,
 }
 
 /// One decoded slot.
@@ -335,6 +338,7 @@ impl Doublewrite {
             state: Mutex::new(State {
                 next_batch: 1,
                 reuse,
+                home_failure: None,
             }),
         })
     }
@@ -380,13 +384,16 @@ impl Doublewrite {
         }
         let pages = last_image_of_each(pages);
         let mut state = self.state.lock();
-        self.check_reusable(state.reuse)?;
+        self.check_reusable(&state)?;
         for batch in pages.chunks(self.slots as usize) {
             let number = state.next_batch;
             state.next_batch += 1;
             self.write_slots(number, batch)?;
             state.reuse = Reuse::HomeWritesPending { batch: number };
-            write_home(batch)?;
+            if let Err(error) = write_home(batch) {
+                state.home_failure = Some(error.to_string());
+                return Err(error);
+            }
             state.reuse = Reuse::Free;
         }
         Ok(())
@@ -448,6 +455,7 @@ impl Doublewrite {
         }
         state.next_batch = state.next_batch.max(last_batch + 1);
         state.reuse = Reuse::Free;
+        state.home_failure = None;
         Ok(report)
     }
 
@@ -457,7 +465,7 @@ impl Doublewrite {
     /// "restored" by a later recovery.
     pub fn clear_slots(&self) -> Result<()> {
         let state = self.state.lock();
-        self.check_reusable(state.reuse)?;
+        self.check_reusable(&state)?;
         let zeros = vec![0u8; self.slots as usize * self.slot_len()];
         self.file
             .write_at(&zeros, slot_offset(0, self.page_size))
@@ -486,13 +494,16 @@ impl Doublewrite {
             .map_err(|e| Error::io("sync", &self.path, e))
     }
 
-    fn check_reusable(&self, reuse: Reuse) -> Result<()> {
-        let why = match reuse {
+    fn check_reusable(&self, state: &State) -> Result<()> {
+        let why = match state.reuse {
             Reuse::Free => return Ok(()),
             Reuse::NotRecovered => "has not been recovered since it was opened".to_string(),
-            Reuse::HomeWritesPending { batch } => {
-                format!("holds batch {batch}, whose home writes did not complete")
-            }
+            Reuse::HomeWritesPending { batch } => match &state.home_failure {
+                Some(failure) => {
+                    format!("holds batch {batch}, whose home writes failed ({failure})")
+                }
+                None => format!("holds batch {batch}, whose home writes did not complete"),
+            },
         };
         Err(Error::Poisoned(format!(
             "{} {why}: its slots may hold the only intact copy of a page, so they are not \

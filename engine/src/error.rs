@@ -20,6 +20,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Reading or writing one page of a file failed.
+    #[error("{op} page {page_no} of {path}: {source}")]
+    PageIo {
+        op: &'static str,
+        page_no: u32,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A page failed its checks: corrupt, wrong key, missing key or misplaced.
     #[error("{path}: {source}")]
     Page {
@@ -34,11 +44,16 @@ pub enum Error {
 
     /// A tablespace's data key could not be unwrapped: its keyring key (id, version) is
     /// missing or differs from the one the data key was wrapped under.
-    #[error("cannot read {path}: {source}")]
+    #[error(
+        "cannot read {path}: {source}{}",
+        key_file.as_ref().map(|k| format!(" (keys from {})", k.display())).unwrap_or_default()
+    )]
     KeyUnavailable {
         path: PathBuf,
         #[source]
         source: KeyringError,
+        /// The key file the keyring was loaded from, when it came from one.
+        key_file: Option<PathBuf>,
     },
 
     /// Encryption is needed but no keyring was configured.
@@ -61,6 +76,26 @@ pub enum Error {
     /// header field, broken tree invariant).
     #[error("{path}: {problem}")]
     Corrupt { path: PathBuf, problem: String },
+
+    /// A page carries an LSN beyond the end of the redo log. Pages reach their files only
+    /// after the log is durable up to their LSN (the WAL rule), so the log has lost records
+    /// that were durable: it is damaged where recovery stopped (`log_stop`).
+    #[error(
+        "{path}: page {page_no} has LSN {page_lsn}, beyond the end of the redo log (LSN \
+         {log_end}): the log has lost records that were durable when the page was written{}",
+        log_stop
+            .as_ref()
+            .map(|s| format!("; the redo log is damaged where recovery stopped: {s}"))
+            .unwrap_or_default()
+    )]
+    PageAheadOfLog {
+        path: PathBuf,
+        page_no: u32,
+        page_lsn: u64,
+        log_end: u64,
+        /// Where the last recovery's scan stopped (segment, offset, reason), if it ran.
+        log_stop: Option<String>,
+    },
 
     /// The file was written by an incompatible version or with other settings.
     #[error("{path}: {problem}")]

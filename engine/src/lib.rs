@@ -42,6 +42,8 @@
 //! | `transfer`  | `Db::export_table` / `Db::import_table`: moving a table with a transfer key |
 //! | `db`, `txn` | the embedded API                                                      |
 
+#![forbid(unsafe_code)]
+
 pub mod btree;
 pub mod buffer;
 mod bulk;

@@ -202,7 +202,9 @@ fn fetch_or_create(
     }
     match pool.write(id) {
         Ok(page) => Ok(page),
-        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::UnexpectedEof => {
+        Err(Error::Io { source, .. } | Error::PageIo { source, .. })
+            if source.kind() == ErrorKind::UnexpectedEof =>
+        {
             pool.create(id)
         }
         Err(Error::Page {

@@ -64,6 +64,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use strongbox_keyring::cipher::{GCM_NONCE_LEN, GCM_TAG_LEN};
+use strongbox_keyring::nonce_audit::{self, Kind, Mode};
 use strongbox_keyring::provider::{self, KeyProvider};
 use strongbox_keyring::{wrap, DataKey};
 
@@ -257,6 +258,8 @@ impl TempFileWriter {
             let nonce = nonce(self.file_number, self.chunk_index);
             self.chunk[NONCE_OFFSET..SEALED_HEADER_LEN].copy_from_slice(&nonce);
             let aad = self.chunk_index.to_le_bytes();
+            let sealed_len = self.chunk.len() - header_len;
+            nonce_audit::record(Kind::TempFile, key, Mode::Gcm, &nonce, sealed_len);
             let tag = key
                 .gcm_seal(&nonce, &aad, &mut self.chunk[header_len..])
                 .expect("a chunk of at most 4 GiB is far below GCM's limit");

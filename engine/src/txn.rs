@@ -25,8 +25,9 @@
 //!
 //! Isolation: no transaction reads another's uncommitted writes (readers get the captured
 //! before-image, `lock.rs`), and two transactions never hold uncommitted changes to one key
-//! at once. A rollback that fails half-way (an IO error) keeps its locks until restart,
-//! so nobody sees the half-restored keys; recovery finishes it.
+//! at once. A rollback that fails half-way (an IO error) is tried again when the
+//! transaction drops; if that fails too, it keeps its locks until restart, so nobody sees
+//! the half-restored keys, and recovery finishes it.
 
 use crate::btree::{BTree, RangeIter, ReadView};
 use crate::db::Db;
@@ -355,14 +356,25 @@ impl<'db> Transaction<'db> {
             inner.locks().release_all(self.id, Outcome::RolledBack);
             return Ok(());
         };
-        let (_, records) = UndoLog::read_all(&inner.pool, inner.system_alloc(), undo.first_page())?;
-        for record in records.iter().rev() {
-            recovery::undo_one(self.db, record)?;
+        let undone = (|| {
+            let (_, records) =
+                UndoLog::read_all(&inner.pool, inner.system_alloc(), undo.first_page())?;
+            for record in records.iter().rev() {
+                recovery::undo_one(self.db, record)?;
+            }
+            let mut mtr = Mtr::start(Some(inner.log()), &inner.pool)?;
+            inner.undo_directory().mark_finished(&mtr, slot)?;
+            mtr.push_record(Record::Rollback { txn_id: self.id });
+            mtr.commit()
+        })();
+        if let Err(error) = undone {
+            // Not marked finished and the locks still held, so nobody else changed these
+            // keys: keep the undo log, and `Drop` tries again (putting a before-image back
+            // twice is harmless). A failed read is often transient.
+            self.undo = Some((undo, slot));
+            self.finished = false;
+            return Err(error);
         }
-        let mut mtr = Mtr::start(Some(inner.log()), &inner.pool)?;
-        inner.undo_directory().mark_finished(&mtr, slot)?;
-        mtr.push_record(Record::Rollback { txn_id: self.id });
-        mtr.commit()?;
         inner.locks().release_all(self.id, Outcome::RolledBack);
         self.purge(&undo, slot)
     }
@@ -381,9 +393,13 @@ impl<'db> Transaction<'db> {
 }
 
 impl Drop for Transaction<'_> {
-    /// Rolls back a transaction that was neither committed nor rolled back.
+    /// Rolls back a transaction that was neither committed nor rolled back, or whose
+    /// rollback failed before it was marked finished: two tries at most.
     fn drop(&mut self) {
-        if !self.finished {
+        for _ in 0..2 {
+            if self.finished {
+                break;
+            }
             let _ = self.roll_back();
         }
     }

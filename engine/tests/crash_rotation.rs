@@ -115,6 +115,7 @@ use common::crash::child::{
 use common::crash::compare::{
     check_gets, diff_lines, differences, open_tables, scan_all, Outcomes,
 };
+use common::crash::setting::{status, status_row, wait, Setting};
 use common::crash::workload::{committing_ids, txn_rng, write_all, Layout, Model, Write};
 use common::crash::{env_u64, fresh_seed};
 use common::Rng;
@@ -128,7 +129,7 @@ use strongbox_engine::io::StdVfs;
 use strongbox_engine::page::PageSize;
 use strongbox_engine::space;
 use strongbox_engine::{
-    Db, EncryptTables, Encrypted, EncryptionStatus, FlushAtCommit, Options, RotationPolicy, Table,
+    Db, EncryptTables, EncryptionStatus, FlushAtCommit, Options, RotationPolicy, Table,
     TableOptions,
 };
 use strongbox_keyring::keyfile::KeyFile;
@@ -232,39 +233,9 @@ const SETTINGS: [Setting; 6] = [
     Setting::Plain,
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Setting {
-    /// `encrypted = yes`, with this key id.
-    Encrypted(u32),
-    /// `encrypted = no`.
-    Plain,
-    /// `encrypted = default` (on, so key 1).
-    Default,
-}
-
-impl Setting {
-    fn of(n: u64) -> Setting {
-        SETTINGS[(n % SETTINGS.len() as u64) as usize]
-    }
-
-    fn table_options(self) -> TableOptions {
-        match self {
-            Setting::Encrypted(key_id) => TableOptions::default()
-                .encrypted(Encrypted::Yes)
-                .encryption_key_id(key_id),
-            Setting::Plain => TableOptions::default().encrypted(Encrypted::No),
-            Setting::Default => TableOptions::default(),
-        }
-    }
-
-    /// The `(scheme, key_id)` `encryption_status` shows once the table's pass is done.
-    fn status(self) -> (&'static str, u32) {
-        match self {
-            Setting::Encrypted(key_id) => ("aes_ctr", key_id),
-            Setting::Plain => ("none", 0),
-            Setting::Default => ("aes_ctr", 1),
-        }
-    }
+/// ALTER `n`'s target.
+fn setting(n: u64) -> Setting {
+    Setting::nth(&SETTINGS, n)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,7 +270,7 @@ impl Scenario {
                 TableOptions::default(),
                 TableOptions::default().encryption_key_id(TABLE_KEY),
             ],
-            Scenario::Alter => [TableOptions::default(), Setting::of(0).table_options()],
+            Scenario::Alter => [TableOptions::default(), setting(0).table_options()],
         }
     }
 }
@@ -378,7 +349,7 @@ fn rotation_crash_child() {
         Scenario::Alter => {
             let from: u64 = child_env(ENV_ALTER_FROM).parse().expect("an ALTER index");
             for n in from + 1.. {
-                let setting = Setting::of(n);
+                let setting = setting(n);
                 events.record(&format!("alter-start {n}"));
                 db.alter_table(LAYOUT.tables[1], setting.table_options())
                     .unwrap_or_else(|e| panic!("child: ALTER {n} to {setting:?} failed: {e}"));
@@ -641,7 +612,7 @@ fn kill_during_alter() {
          {in_flight_applied} unacknowledged ALTERs found applied; table b ends as {:?}",
         run.cycles,
         run.started.elapsed().as_secs_f64(),
-        Setting::of(state)
+        setting(state)
     );
 }
 
@@ -686,16 +657,10 @@ fn alter_cycle(run: &mut Run, cycle: u64, from: u64) -> Result<(u64, u64, bool),
     let rows = status(&db)?;
     let row = status_row(&rows, LAYOUT.tables[1])?;
     let shown = (row.scheme, row.key_id);
-    let Some(&now) = allowed.iter().find(|&&n| Setting::of(n).status() == shown) else {
+    let Some(&now) = allowed.iter().find(|&&n| setting(n).status() == shown) else {
         let expected: Vec<String> = allowed
             .iter()
-            .map(|&n| {
-                format!(
-                    "ALTER {n} = {:?} {:?}",
-                    Setting::of(n),
-                    Setting::of(n).status()
-                )
-            })
+            .map(|&n| format!("ALTER {n} = {:?} {:?}", setting(n), setting(n).status()))
             .collect();
         return Err(format!(
             "after recovery and wait_for_encryption table b shows (scheme, key id) {shown:?}, \
@@ -1013,25 +978,6 @@ fn check_point_reads(db: &Db, tables: &[Table], model: &Model, seed: u64) -> Res
     }
     let keys = keys.iter().map(|(i, key)| (*i, key.as_slice()));
     check_gets(&LAYOUT, db, tables, &model.tables, keys)
-}
-
-fn status(db: &Db) -> Result<Vec<EncryptionStatus>, String> {
-    db.encryption_status()
-        .map_err(|e| format!("encryption_status failed: {e}"))
-}
-
-fn status_row<'r>(
-    rows: &'r [EncryptionStatus],
-    name: &str,
-) -> Result<&'r EncryptionStatus, String> {
-    rows.iter()
-        .find(|row| row.name == name)
-        .ok_or_else(|| format!("no status row for {name:?}: {rows:?}"))
-}
-
-fn wait(db: &Db) -> Result<(), String> {
-    db.wait_for_encryption(|_| {})
-        .map_err(|e| format!("wait_for_encryption failed: {e}"))
 }
 
 fn verify(db: &Db) -> Result<(), String> {

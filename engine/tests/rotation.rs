@@ -449,3 +449,60 @@ fn a_tablespace_file_shorter_than_its_header_is_a_leftover() {
     assert_contents(&db, &db.table("t").unwrap(), &model);
     db.close().unwrap();
 }
+
+/// ALTER key 1 → key 2 → key 1 while the first batch of the key-1 pass runs: the second
+/// ALTER puts back the stored key-1 generation, so page 0 is again exactly the record the
+/// batch started under (`next_page` 1), although pages of the batch were written with key
+/// 2 meanwhile (the last ALTER's checkpoint) and so skipped by the batch's flush. The batch
+/// must not count as done: it did, the finish dropped key 2's generation, and those pages
+/// could no longer be read ("key id 2 version 1, which is not available"; found by
+/// `crash_loop`).
+#[test]
+fn an_alter_back_to_the_key_a_running_batch_started_under_does_not_skip_its_pages() {
+    let vfs = MemVfs::new();
+    let keys = keyring();
+    // One thread, slow enough that both ALTERs land inside the pass's first batch.
+    let opts = || {
+        options(&vfs, &keys)
+            .encryption_threads(1)
+            .encryption_rotation_iops(40)
+    };
+    let key = |id| {
+        TableOptions::default()
+            .encrypted(Encrypted::Yes)
+            .encryption_key_id(id)
+    };
+    let db = Db::open(DIR, opts()).unwrap();
+    let mut model = fill(&db, "t", key(TABLE_KEY_ID), 2000);
+    let table = db.table("t").unwrap();
+    let pages = db.encryption_status().unwrap();
+    let pages = pages
+        .iter()
+        .find(|row| row.name == "t")
+        .unwrap()
+        .pages_total;
+    assert!(
+        (16..64).contains(&pages),
+        "the table should fit one batch but take a while: {pages} pages"
+    );
+    db.alter_table("t", key(1)).unwrap();
+    thread::sleep(std::time::Duration::from_millis(300));
+    db.alter_table("t", key(2)).unwrap();
+    thread::sleep(std::time::Duration::from_millis(300)); // the pass dirties more pages
+    for i in (0..2000).step_by(50) {
+        let key = format!("key-{i:06}").into_bytes();
+        db.put(&table, &key, &value(i + 1)).unwrap();
+        model.insert(key, value(i + 1));
+    }
+    // Its checkpoint writes the dirty pages with key 2, then key 1 is current again.
+    db.alter_table("t", key(1)).unwrap();
+    db.wait_for_encryption(|_| {}).unwrap();
+    let t = status_of(&db, "t");
+    assert_eq!((t.key_id, t.min_key_version, t.rotating), (1, 1, false));
+    db.close().unwrap();
+    drop(db);
+    let db = Db::open(DIR, opts()).unwrap();
+    assert_contents(&db, &db.table("t").unwrap(), &model);
+    db.verify().unwrap();
+    db.close().unwrap();
+}

@@ -198,6 +198,8 @@ impl DataKey {
 
     /// AES-CBC encryption in place, no padding.
     pub fn cbc_encrypt(&self, iv: &[u8; BLOCK_LEN], buf: &mut [u8]) -> Result<(), LengthError> {
+        #[cfg(feature = "nonce-audit")]
+        crate::nonce_audit::count_seal(crate::nonce_audit::Mode::Cbc);
         let blocks = as_blocks(buf)?;
         match &self.aes {
             AesSchedule::Aes128(aes) => {
@@ -242,6 +244,8 @@ impl DataKey {
         aad: &[u8],
         buf: &mut [u8],
     ) -> Result<[u8; GCM_TAG_LEN], LengthError> {
+        #[cfg(feature = "nonce-audit")]
+        crate::nonce_audit::count_seal(crate::nonce_audit::Mode::Gcm);
         let nonce = Nonce::assume_unique_for_key(*nonce);
         self.gcm
             .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)

@@ -246,7 +246,9 @@ fn key_len_for_bits(bits: usize) -> Result<usize> {
 }
 
 fn parse_key_line(line: &str) -> std::result::Result<KeyEntry, ParseProblem> {
-    let fields: Vec<&str> = line.split(';').map(str::trim).collect();
+    // At most 4 pieces: 3 fields and the rest, so a line of a million ';' is not split
+    // into a million slices (16 bytes each) only to be refused as garbage.
+    let fields: Vec<&str> = line.splitn(4, ';').map(str::trim).collect();
     let (id_text, version_text, hex) = match fields.as_slice() {
         [id, hex] => (*id, None, *hex),
         [id, version, hex] => (*id, Some(*version), *hex),
@@ -257,7 +259,7 @@ fn parse_key_line(line: &str) -> std::result::Result<KeyEntry, ParseProblem> {
         None => 1,
         Some(text) => match text.parse::<u32>() {
             Ok(v) if v >= 1 && text.bytes().all(|b| b.is_ascii_digit()) => v,
-            _ => return Err(ParseProblem::BadVersion(text.to_string())),
+            _ => return Err(ParseProblem::BadVersion(excerpt(text))),
         },
     };
     let key = decode_hex(hex)?;
@@ -276,12 +278,24 @@ fn parse_key_line(line: &str) -> std::result::Result<KeyEntry, ParseProblem> {
 
 fn parse_id(text: &str) -> std::result::Result<u32, ParseProblem> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ParseProblem::BadId(text.to_string()));
+        return Err(ParseProblem::BadId(excerpt(text)));
     }
     match text.parse::<u32>() {
         Ok(0) => Err(ParseProblem::IdZero),
         Ok(id) => Ok(id),
-        Err(_) => Err(ParseProblem::IdOutOfRange(text.to_string())),
+        Err(_) => Err(ParseProblem::IdOutOfRange(excerpt(text))),
+    }
+}
+
+/// Characters of a bad id or version field an error repeats; a longer field is cut, so an
+/// absurd line gives a short message.
+const EXCERPT_CHARS: usize = 32;
+
+/// `text`, cut to [`EXCERPT_CHARS`] characters and marked with `…` when longer.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
     }
 }
 

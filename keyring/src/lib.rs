@@ -12,13 +12,17 @@
 //! | [`provider`]    | the `KeyProvider` trait, the file provider and an in-memory one     |
 //! | [`cipher`]      | `DataKey`: AES-CTR, AES-CBC and AES-GCM over caller-owned buffers  |
 //! | [`wrap`]        | wrapping a per-tablespace data key under a keyring key (AES-KW)     |
+//! | [`nonce_audit`] | test-only (feature `nonce-audit`): every (key, IV) used to encrypt  |
 //!
 //! Two tiers, as in MySQL 8: a *keyring key* (id, version) from the key file wraps a
 //! random *data key* per tablespace; only data keys touch pages. See `docs/keyring.md`.
 
+#![forbid(unsafe_code)]
+
 pub mod cipher;
 pub mod error;
 pub mod keyfile;
+pub mod nonce_audit;
 pub mod openssl_enc;
 pub mod provider;
 pub mod secret;

@@ -169,22 +169,29 @@ impl KeyFileSource {
                 path: self.path.clone(),
                 source,
             })?);
-        let keys = if bytes.starts_with(openssl_enc::MAGIC) {
-            self.decrypt(&bytes)?
-        } else {
-            if self.file_key.is_some() {
-                diagnostics.push(Diagnostic::FileKeyUnused {
-                    path: self.path.clone(),
-                });
-            }
-            let text = std::str::from_utf8(&bytes).map_err(|_| KeyringError::Parse {
-                path: self.path.clone(),
-                line: 1,
-                problem: crate::ParseProblem::Garbage,
-            })?;
-            KeyFile::parse(text, &self.path)?
-        };
+        let keys = self.parse_bytes(&bytes, &mut diagnostics)?;
         Ok(Loaded { keys, diagnostics })
+    }
+
+    /// What [`load`](Self::load) does with the file's bytes once read: decrypt them if they
+    /// start with `Salted__`, then parse the key-file text. Public for the fuzz targets
+    /// (`fuzz/`), which feed it bytes without a file.
+    #[doc(hidden)]
+    pub fn parse_bytes(&self, bytes: &[u8], diagnostics: &mut Vec<Diagnostic>) -> Result<KeyFile> {
+        if bytes.starts_with(openssl_enc::MAGIC) {
+            return self.decrypt(bytes);
+        }
+        if self.file_key.is_some() {
+            diagnostics.push(Diagnostic::FileKeyUnused {
+                path: self.path.clone(),
+            });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| KeyringError::Parse {
+            path: self.path.clone(),
+            line: 1,
+            problem: crate::ParseProblem::Garbage,
+        })?;
+        KeyFile::parse(text, &self.path)
     }
 
     fn decrypt(&self, bytes: &[u8]) -> Result<KeyFile> {

@@ -15,6 +15,8 @@
 //! | `connection`  | one client: read, parse, run in order (pipelining), write          |
 //! | `server`      | [`Server`]: listener, a thread per connection, shutdown            |
 
+#![forbid(unsafe_code)]
+
 mod commands;
 mod config;
 mod connection;

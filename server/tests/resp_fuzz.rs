@@ -3,7 +3,15 @@
 //! 1. valid commands, each encoded as multibulk, plain inline or quoted inline, with empty
 //!    requests mixed in, come back exactly however the bytes are split;
 //! 2. arbitrary bytes never panic, give the same commands and error however they are split,
-//!    and never hold more than the query buffer limit.
+//!    and never hold more than the query buffer limit;
+//! 3. valid pipelines with one byte changed, cut, or a count or length set huge
+//!    (structure-aware, issue 8 §5) behave the same however they are split;
+//! 4. hostile counts and lengths (`*2147483647`, `$4294967295`, ...) give a prompt protocol
+//!    error, or wait for their bytes, without reserving what they claim.
+//!
+//! The default run is short (proptest's 256 cases, or `PROPTEST_CASES`). The long run
+//! (also in `scripts/fuzz`):
+//! `PROPTEST_CASES=200000 cargo test --release -p strongbox-server --test resp_fuzz`.
 
 use proptest::prelude::*;
 use strongbox_server::resp::{Limits, Parser, ProtocolError};
@@ -234,5 +242,159 @@ proptest! {
         if let Some(error) = outcome.error {
             prop_assert!(error.0.starts_with("ERR Protocol error: "));
         }
+    }
+}
+
+/// A change to a valid pipeline: a byte, a cut, or a huge count or length spliced in.
+#[derive(Debug, Clone)]
+enum Damage {
+    Byte(usize, u8),
+    Cut(usize),
+    Splice(usize, &'static [u8]),
+}
+
+fn damage_strategy() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Damage::Byte(at, b)),
+        any::<usize>().prop_map(Damage::Cut),
+        (
+            any::<usize>(),
+            proptest::sample::select(vec![
+                &b"*2147483647\r\n"[..],
+                b"$4294967295\r\n",
+                b"*1048577\r\n",
+                b"$536870913\r\n",
+                b"*18446744073709551616\r\n",
+                b"$99999999999999999999999\r\n",
+                b"*-2\r\n",
+                b"$-1\r\n",
+                b"\r\n",
+                b"\"",
+            ])
+        )
+            .prop_map(|(at, s)| Damage::Splice(at, s)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn fuzz_resp_damaged_pipelines(
+        requests in proptest::collection::vec(request_strategy(), 1..8),
+        damage in damage_strategy(),
+        sizes in proptest::collection::vec(1usize..32, 1..8),
+        authenticated in any::<bool>(),
+        small in any::<bool>(),
+    ) {
+        let mut input = Vec::new();
+        for (command, form, blank, lf_only, _) in &requests {
+            encode(command, *form, blank, *lf_only, &mut input);
+        }
+        match damage {
+            Damage::Byte(at, b) => {
+                let i = at % input.len();
+                input[i] = b;
+            }
+            Damage::Cut(at) => input.truncate(at % input.len()),
+            Damage::Splice(at, s) => {
+                let i = at % (input.len() + 1);
+                input.splice(i..i, s.iter().copied());
+            }
+        }
+        let limits = if small { small_limits(1 << 20) } else { Limits::default() };
+        let whole = run(limits, authenticated, &input, &[input.len()]);
+        prop_assert_eq!(&run(limits, authenticated, &input, &sizes), &whole);
+        if let Some(error) = &whole.error {
+            prop_assert!(error.0.starts_with("ERR Protocol error: "));
+        }
+    }
+}
+
+// ---- hostile counts and lengths --------------------------------------------------------
+
+#[path = "../../test-support/reservation.rs"]
+mod reservation;
+use reservation::without_large_reservation;
+
+/// Feeds `input` whole and returns the first thing `next_command` says.
+fn first(
+    limits: Limits,
+    authenticated: bool,
+    input: &[u8],
+) -> Result<Option<Command>, ProtocolError> {
+    let mut parser = Parser::new(limits);
+    parser.feed(input)?;
+    parser.next_command(authenticated)
+}
+
+fn protocol_error(what: &str) -> Result<Option<Command>, ProtocolError> {
+    Err(ProtocolError(format!("ERR Protocol error: {what}")))
+}
+
+#[test]
+fn counts_and_lengths_beyond_the_limits_are_refused_at_once() {
+    let cases: [(&[u8], &str); 6] = [
+        (b"*2147483647\r\n", "invalid multibulk length"),
+        (b"*18446744073709551616\r\n", "invalid multibulk length"),
+        (b"*1048577\r\n", "invalid multibulk length"),
+        (b"*1\r\n$4294967295\r\n", "invalid bulk length"),
+        (b"*1\r\n$536870913\r\n", "invalid bulk length"),
+        (b"*1\r\n$-1\r\n", "invalid bulk length"),
+    ];
+    for (input, what) in cases {
+        let result = without_large_reservation(what, || first(Limits::default(), true, input));
+        assert_eq!(
+            result,
+            protocol_error(what),
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    // Before authentication the limits are far lower.
+    assert_eq!(
+        first(Limits::default(), false, b"*11\r\n"),
+        protocol_error("unauthenticated multibulk length")
+    );
+    assert_eq!(
+        first(Limits::default(), false, b"*1\r\n$16385\r\n"),
+        protocol_error("unauthenticated bulk length")
+    );
+}
+
+/// With the limits lifted, huge claims are accepted but nothing is reserved for them: the
+/// parser waits for the bytes.
+#[test]
+fn huge_claims_within_the_limits_reserve_nothing() {
+    let unlimited = Limits {
+        max_bulk_len: usize::MAX,
+        max_multibulk_len: usize::MAX,
+        max_query_buffer: usize::MAX,
+        ..Limits::default()
+    };
+    for input in [
+        &b"*2147483647\r\n"[..],
+        b"*4294967295\r\n$1\r\na\r\n",
+        b"*1\r\n$4294967295\r\n",
+        b"*2\r\n$9223372036854775807\r\nabc",
+    ] {
+        let result = without_large_reservation("huge claim", || first(unlimited, true, input));
+        assert_eq!(result, Ok(None), "{}", String::from_utf8_lossy(input));
+    }
+    // A length that would overflow with its CRLF is still only waited for.
+    let input = format!("*1\r\n${}\r\n", usize::MAX);
+    assert_eq!(first(unlimited, true, input.as_bytes()), Ok(None));
+}
+
+#[test]
+fn an_endless_header_or_inline_line_is_refused_at_the_line_limit() {
+    let limits = Limits::default();
+    let digits = vec![b'1'; limits.max_inline_len + 1];
+    for prefix in [&b"*"[..], b"*1\r\n$", b"PING "] {
+        let input = [prefix, &digits].concat();
+        let result = first(limits, true, &input);
+        assert!(
+            matches!(&result, Err(e) if e.0.contains("too big")),
+            "{}: {result:?}",
+            String::from_utf8_lossy(prefix)
+        );
     }
 }

@@ -56,6 +56,7 @@
 //!    `data_len` must be zero.
 
 use strongbox_keyring::cipher::{GCM_NONCE_LEN, GCM_TAG_LEN};
+use strongbox_keyring::nonce_audit::{self, Kind, Mode};
 use strongbox_keyring::DataKey;
 
 use crate::Lsn;
@@ -215,6 +216,7 @@ pub fn seal(block: &mut [u8; BLOCK_SIZE], key: Option<&DataKey>) {
             let nonce = nonce(epoch, block_no);
             let (head, rest) = block.split_at_mut(HEADER_LEN);
             let (body, trailer) = rest.split_at_mut(DATA_CAPACITY);
+            nonce_audit::record(Kind::Redo, key, Mode::Gcm, &nonce, body.len());
             let tag = key
                 .gcm_seal(&nonce, &head[EPOCH_OFFSET..], body)
                 .expect("472 bytes are far below GCM's limit");

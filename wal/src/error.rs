@@ -12,6 +12,7 @@ use std::time::Duration;
 use strongbox_keyring::KeyringError;
 
 use crate::record::RecordError;
+use crate::recovery::StopWhy;
 use crate::Lsn;
 
 /// Everything the redo log can report.
@@ -101,6 +102,46 @@ pub enum WalError {
     /// cannot cause this; it is a bug or deliberate tampering.
     #[error("redo log corrupt at LSN {lsn}: {what}")]
     Corrupt { lsn: Lsn, what: &'static str },
+
+    /// A damaged block (failing its checksum, header checks or decryption) with valid blocks
+    /// of the log after it. A crash tears only the tail; damage followed by later writes of
+    /// the same log is not a torn tail, and dropping it would drop durable records.
+    #[error(
+        "redo log segment {path} is damaged at byte {offset} (block {block_no}, LSN {lsn}): \
+         {why}; valid log blocks follow it (block {next_valid}), so this is not a torn tail \
+         and the records after it cannot be dropped"
+    )]
+    DamagedBlock {
+        path: PathBuf,
+        offset: u64,
+        block_no: u64,
+        lsn: Lsn,
+        why: StopWhy,
+        next_valid: u64,
+    },
+
+    /// The log stops at a missing segment file, yet a later segment exists. Segments are
+    /// created in order (each after its predecessor, with the directory fsynced), so no crash
+    /// leaves a gap: a file was lost, and the records in the later ones cannot be dropped.
+    #[error(
+        "redo log segment {missing} is missing but the later segment {later} exists: the log \
+         has lost a file, and recovery will not drop the records after the gap"
+    )]
+    SegmentGap { missing: PathBuf, later: PathBuf },
+
+    /// The block holding the checkpoint LSN (fsynced before the checkpoint was recorded in
+    /// `redo.ctl`) is missing or damaged, so the log cannot be read from its checkpoint.
+    #[error(
+        "redo log segment {path}, byte {offset}: the block holding the checkpoint LSN {lsn} \
+         recorded in redo.ctl is unreadable ({why}); either the segment is damaged or missing, \
+         or a damaged redo.ctl slot left an older checkpoint whose segments were deleted"
+    )]
+    CheckpointBlockUnreadable {
+        path: PathBuf,
+        offset: u64,
+        lsn: Lsn,
+        why: StopWhy,
+    },
 
     /// A record inside a verified block does not decode.
     #[error("redo log record at LSN {lsn} does not decode: {source}")]

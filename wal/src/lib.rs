@@ -165,7 +165,9 @@
 
 #![forbid(unsafe_code)]
 
-mod block;
+// Public (hidden) only so the fuzz targets in `fuzz/` can decode blocks directly.
+#[doc(hidden)]
+pub mod block;
 mod config;
 mod control;
 mod error;

@@ -159,6 +159,9 @@ impl Log {
             _ => None,
         };
         let scanned = recovery::scan(vfs.as_ref(), dir, geometry, stored.checkpoint_lsn, scan_key)?;
+        // The new epoch writes from where the scan stopped; nothing past that may survive
+        // next to its blocks (`segment::truncate_from`).
+        segment::truncate_from(vfs.as_ref(), dir, geometry, scanned.resume_block)?;
         // Rule E2: the new epoch is above every epoch in the control file and in any block
         // seen, and is durable before the first block is written with it.
         let epoch = slot_epoch

@@ -36,16 +36,24 @@
 //!   decrypt means the key is wrong ([`WalError::WrongKey`], naming key id and version) —
 //!   a wrong key fails every block, a torn block is only ever at the tail;
 //! * the block holding the checkpoint LSN missing or damaged (it was fsynced before the
-//!   checkpoint was recorded) is [`WalError::Corrupt`];
+//!   checkpoint was recorded) is [`WalError::CheckpointBlockUnreadable`], naming the segment;
 //! * inconsistent frames or an undecodable record inside a block that passed its checksum
-//!   and decryption is [`WalError::Corrupt`] / [`WalError::CorruptRecord`].
+//!   and decryption is [`WalError::Corrupt`] / [`WalError::CorruptRecord`];
+//! * a *damaged* block (checksum, header or decryption failing) with a valid block of this
+//!   log after it — at its own position, of the same or a newer epoch — is
+//!   [`WalError::DamagedBlock`], naming the segment and byte offset. Blocks are 512-byte
+//!   sectors, so a torn write leaves a block old (unwritten, stale, misplaced) or new, never
+//!   half of each; a block that fails its checksum is damage, and when the log goes on
+//!   after it, the records after it were written later and may have been acknowledged.
+//!   Dropping them as a "torn tail" would lose commits silently. (Damage with nothing valid
+//!   after it cannot be told from a torn tail and still ends the log.)
 //!
 //! The one legitimate cut inside the log: a batch whose tail blocks were lost, after which
 //! a *newer* epoch resumed writing. The newer block starts with a new record
 //! (`first_record` = 0), so the older, incomplete batch is discarded and the scan goes on.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strongbox_keyring::wrap::WrappedKey;
@@ -134,6 +142,10 @@ pub struct RecoveryReport {
     pub discarded: Vec<Lsn>,
     /// Where and why the scan stopped.
     pub stop: StopReason,
+    /// The segment file holding the block where the scan stopped, and the block's byte
+    /// offset in it (the file may not exist: `StopWhy::MissingSegment`).
+    pub stop_segment: PathBuf,
+    pub stop_offset: u64,
     /// Where new records go: the data start of the block where the scan stopped.
     pub resume_lsn: Lsn,
     /// The epoch this open writes in.
@@ -480,10 +492,28 @@ pub(crate) fn scan(
         previous_epoch = Some(header.epoch);
         block_no += 1;
     };
+    if matches!(
+        why,
+        StopWhy::ChecksumMismatch | StopWhy::BadHeader(_) | StopWhy::DecryptFailed
+    ) {
+        let after = previous_epoch.unwrap_or(0);
+        if let Some(next_valid) = valid_block_after(&mut source, block_no, after, key.as_ref())? {
+            return Err(WalError::DamagedBlock {
+                path: dir.join(segment_name(geometry.segment_of(block_no))),
+                offset: geometry.offset_of(block_no),
+                block_no,
+                lsn: block::lsn_at(block_no, 0),
+                why,
+                next_valid,
+            });
+        }
+    }
     if previous_epoch.is_none() && start_offset > 0 {
-        return Err(WalError::Corrupt {
+        return Err(WalError::CheckpointBlockUnreadable {
+            path: dir.join(segment_name(geometry.segment_of(block_no))),
+            offset: geometry.offset_of(block_no),
             lsn: checkpoint_lsn,
-            what: "the block holding the checkpoint LSN is missing or damaged",
+            why,
         });
     }
     assembler.discard();
@@ -502,12 +532,39 @@ pub(crate) fn scan(
                 block_no,
                 why,
             },
+            stop_segment: dir.join(segment_name(geometry.segment_of(block_no))),
+            stop_offset: geometry.offset_of(block_no),
             resume_lsn: block::lsn_at(block_no, 0),
             epoch: 0,
         },
         max_epoch,
         resume_block: block_no,
     })
+}
+
+/// The first block after `damaged` that is a valid block of this log — checksum, header
+/// and decryption pass, it sits at its own position, and its epoch is not older than
+/// `epoch` (the last good block's) — searched up to the end of the segment files.
+fn valid_block_after(
+    source: &mut BlockSource<'_>,
+    damaged: u64,
+    epoch: u32,
+    key: Option<&ScanKey<'_>>,
+) -> Result<Option<u64>> {
+    let mut block_no = damaged + 1;
+    while let Ok(mut stored) = source.read(block_no)? {
+        let valid = block::check(&stored).is_ok_and(|header| {
+            header.block_no == block_no
+                && header.epoch >= epoch
+                && header.encrypted == key.is_some()
+                && block::open(&mut stored, &header, key.map(|k| k.key)).is_ok()
+        });
+        if valid {
+            return Ok(Some(block_no));
+        }
+        block_no += 1;
+    }
+    Ok(None)
 }
 
 fn stop_why(defect: BlockDefect) -> StopWhy {

@@ -69,6 +69,56 @@ pub fn remove_below(vfs: &dyn Vfs, dir: &Path, seq: u64) -> Result<usize> {
     Ok(removed)
 }
 
+/// Cuts the log back to block `block_no`, where recovery stopped, before a new epoch writes
+/// its first block there: the segment holding it is truncated at the block's offset and
+/// every later segment deleted, all fsynced.
+///
+/// Without this, what the scan stopped at or never reached (a garbage tail, blocks of an
+/// older epoch) would stay on disk past the new epoch's blocks, and a later crash that
+/// keeps a new block but loses the one before it would put a damaged block *before* a
+/// valid one — which recovery must refuse as damage (`recovery.rs`), making an ordinary
+/// crash look like corruption. Cut back, everything past the resume point is either
+/// unwritten or the new epoch's own.
+///
+/// A stop at a missing segment with later segments present is a lost file, not a tail:
+/// [`WalError::SegmentGap`], and nothing is deleted.
+pub fn truncate_from(vfs: &dyn Vfs, dir: &Path, geometry: Geometry, block_no: u64) -> Result<()> {
+    let stop_seq = geometry.segment_of(block_no);
+    let offset = geometry.offset_of(block_no);
+    let segments = list_segments(vfs, dir)?;
+    let later: Vec<&PathBuf> = segments.range(stop_seq + 1..).map(|(_, p)| p).collect();
+    match segments.get(&stop_seq) {
+        Some(path) => {
+            let file = vfs
+                .open(path, OpenMode::Existing)
+                .map_err(|e| WalError::io("open", path, e))?;
+            let len = file.size().map_err(|e| WalError::io("size", path, e))?;
+            if len > offset {
+                file.set_len(offset)
+                    .map_err(|e| WalError::io("truncate", path, e))?;
+                file.sync().map_err(|e| WalError::io("fsync", path, e))?;
+            }
+        }
+        None => {
+            if let Some(later) = later.first() {
+                return Err(WalError::SegmentGap {
+                    missing: dir.join(segment_name(stop_seq)),
+                    later: later.to_path_buf(),
+                });
+            }
+        }
+    }
+    for path in &later {
+        vfs.remove(path)
+            .map_err(|e| WalError::io("remove", path, e))?;
+    }
+    if !later.is_empty() {
+        vfs.sync_dir(dir)
+            .map_err(|e| WalError::io("fsync directory", dir, e))?;
+    }
+    Ok(())
+}
+
 /// Block-to-file arithmetic for one segment size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -136,8 +186,8 @@ impl SegmentWriter {
             return Ok(Arc::clone(file));
         }
         let path = self.path(seq);
-        // A file may already exist past a recovered tail (blocks of an older epoch that
-        // recovery ignored); it is reused and overwritten block by block.
+        // The segment recovery stopped in already exists, cut back to the resume point
+        // (`truncate_from`); it is reused and written on from there.
         let existed = self.vfs.exists(&path);
         let file = self
             .vfs

@@ -48,6 +48,7 @@ pub mod experiment;
 pub mod peers;
 pub mod plot;
 pub mod report;
+#[allow(unsafe_code)] // getrusage and malloc_trim: see the SAFETY comments there.
 pub mod resources;
 pub mod resp;
 pub mod runner;

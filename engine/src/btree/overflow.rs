@@ -33,6 +33,9 @@ const NEXT_OFFSET: usize = BODY_START;
 const CHUNK_LEN_OFFSET: usize = NEXT_OFFSET + 4;
 const CHUNK_OFFSET: usize = CHUNK_LEN_OFFSET + 4;
 
+/// Most bytes reserved ahead of reading from a length stored in a page (1 MiB).
+const RESERVE_LIMIT: usize = 1 << 20;
+
 /// Bytes of value one overflow page holds.
 pub fn chunk_capacity(body_end: usize) -> usize {
     body_end - CHUNK_OFFSET
@@ -77,6 +80,10 @@ fn write_chain_pages(
     let chunks: Vec<&[u8]> = value.chunks(chunk_capacity(body_end)).collect();
     for group in chunks.chunks(pages_per_mtr(alloc.pool())) {
         let mtr = Mtr::start(log, alloc.pool())?;
+        // Only a committed group's pages join `written`: an mtr that fails is aborted and
+        // takes its own allocations back (mtr.rs), so freeing them again would put a page
+        // on the free list twice.
+        let mut pages = Vec::with_capacity(group.len());
         for chunk in group {
             let mut page = alloc.allocate(&mtr, PageType::Overflow)?;
             let page_no = page.id().page_no;
@@ -84,13 +91,14 @@ fn write_chain_pages(
                 .copy_from_slice(&(chunk.len() as u32).to_le_bytes());
             page[CHUNK_OFFSET..CHUNK_OFFSET + chunk.len()].copy_from_slice(chunk);
             drop(page);
-            if let Some(&previous) = written.last() {
+            if let Some(&previous) = pages.last().or(written.last()) {
                 let mut previous = mtr.write(PageId::new(space_id, previous))?;
                 previous[NEXT_OFFSET..CHUNK_LEN_OFFSET].copy_from_slice(&page_no.to_le_bytes());
             }
-            written.push(page_no);
+            pages.push(page_no);
         }
         mtr.commit()?;
+        written.extend(pages);
     }
     Ok(())
 }
@@ -104,7 +112,9 @@ pub fn read_chain(
 ) -> Result<Vec<u8>> {
     let space = alloc.space();
     let total = total_len as usize;
-    let mut value = Vec::with_capacity(total);
+    // `total_len` comes from a leaf cell: up to 4 GiB, and only as trustworthy as the page.
+    // Reserve at most a few pages' worth up front; the value grows as chunks are read.
+    let mut value = Vec::with_capacity(total.min(RESERVE_LIMIT));
     let mut next = first;
     while value.len() < total {
         if next == 0 {
@@ -145,7 +155,7 @@ pub fn chain_pages(
     let space = alloc.space();
     let capacity = chunk_capacity(pool.page_size() - crate::page::TRAILER_LEN);
     let expected = (total_len as usize).div_ceil(capacity).max(1);
-    let mut pages = Vec::with_capacity(expected);
+    let mut pages = Vec::with_capacity(expected.min(RESERVE_LIMIT / 4));
     let mut next = first;
     while next != 0 {
         if pages.len() == expected {

@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use strongbox_keyring::nonce_audit::{self, Kind, Mode};
 use strongbox_keyring::{Algorithm, DataKey};
 
 use super::error::PageError;
@@ -244,8 +245,12 @@ fn seal_body(
             let (_, trailer) = split_trailer(sealed)?;
             trailer[..CHECK_LEN].copy_from_slice(&check);
             if algorithm == Algorithm::AesCtr {
-                key.ctr_apply(&ctr_iv(header), sealed);
+                let iv = ctr_iv(header);
+                nonce_audit::record(Kind::Page, key, Mode::Ctr, &iv, sealed.len());
+                key.ctr_apply(&iv, sealed);
             } else {
+                let essiv_input = ctr_iv(header);
+                nonce_audit::record(Kind::Page, key, Mode::Cbc, &essiv_input, sealed.len());
                 key.cbc_encrypt(&cbc_iv(key, header), sealed)
                     .map_err(length_error)?;
             }
@@ -254,9 +259,9 @@ fn seal_body(
             let (head, sealed) = split_page(page)?;
             let (body, trailer) = split_trailer(sealed)?;
             let aad = &head[AUTHENTICATED_HEADER];
-            *trailer = key
-                .gcm_seal(&gcm_nonce(header), aad, body)
-                .map_err(length_error)?;
+            let nonce = gcm_nonce(header);
+            nonce_audit::record(Kind::Page, key, Mode::Gcm, &nonce, body.len());
+            *trailer = key.gcm_seal(&nonce, aad, body).map_err(length_error)?;
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 
 use super::plan::{self, Trigger, Want};
 use super::status::EncryptionStatus;
-use super::Progress;
+use super::{Progress, Rotator};
 use crate::catalog::{Encrypted, TableMeta};
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -73,15 +73,14 @@ impl Db {
                     return Ok(None);
                 };
                 match policy {
-                    RotationPolicy::Reencrypt if record.key_id == key_id => plan::plan(
-                        current,
-                        Want::Encrypted {
+                    RotationPolicy::Reencrypt if record.key_id == key_id => {
+                        let want = Want::Encrypted {
                             key_id,
                             algorithm: record.algorithm,
-                        },
-                        Trigger::Requested,
-                        Some(keyring),
-                    ),
+                        };
+                        inner.rotator.want(space.id(), want, Trigger::Requested);
+                        plan::plan(current, want, Trigger::Requested, Some(keyring))
+                    }
                     RotationPolicy::Reencrypt => Ok(None),
                     RotationPolicy::Rewrap => {
                         if record.generations.iter().any(|g| g.key_id() == key_id) {
@@ -137,6 +136,7 @@ impl Db {
             algorithm: e.algorithm,
         });
         let keyring = inner.keyring.as_deref();
+        inner.rotator.want(space_id, want, Trigger::Requested);
         inner
             .spaces
             .get(space_id)?
@@ -161,6 +161,7 @@ impl Db {
             &tables,
             &self.inner.options,
             Some(keyring),
+            &self.inner.rotator,
         ));
         self.inner.rotator.notify();
         Ok(warnings)
@@ -249,12 +250,14 @@ fn wanted_for_space(
 /// rule — MariaDB's automatic encryption and decryption at start-up (`encrypt_tables`
 /// changed), new key versions, and too-old generations. Changes page 0 only; the
 /// threads do the page work. A space that cannot be changed (its key id is missing, say)
-/// is left as it is and named in the returned warnings.
+/// is left as it is and named in the returned warnings. What each space should be is also
+/// told to `rotator`, for the plan after its pass.
 pub(crate) fn plan_at_open(
     spaces: &SpaceSet,
     tables: &[(String, TableMeta)],
     options: &Options,
     keyring: Option<&dyn KeyProvider>,
+    rotator: &Rotator,
 ) -> Vec<String> {
     let trigger = Trigger::Age(options.encryption_rotate_key_age);
     let by_space: HashMap<u32, (&str, &TableMeta)> = tables
@@ -271,6 +274,7 @@ pub(crate) fn plan_at_open(
             ),
             None => continue,
         };
+        rotator.want(space.id(), want, trigger);
         if let Err(error) =
             space.update_encryption(|current| plan::plan(current, want, trigger, keyring))
         {

@@ -32,15 +32,18 @@ mod throttle;
 
 use crate::buffer::BufferPool;
 use crate::error::{Error, Result};
+use crate::space::header::EncryptionRecord;
 use crate::space::{SpaceFile, SpaceSet};
 pub use api::{RotationPolicy, RotationReport};
 use parking_lot::{Condvar, Mutex};
+use plan::{Trigger, Want};
 pub use status::{EncryptionStatus, COLUMNS as STATUS_COLUMNS};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use strongbox_keyring::provider::KeyProvider;
 use throttle::Throttle;
 
 /// How far the passes a waiter waits for have come.
@@ -68,6 +71,13 @@ pub(crate) struct Rotator {
     progress: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
     counters: Arc<RotationCounters>,
+    /// For planning a space again when its pass finishes (`None` without a keyring).
+    keyring: Option<Arc<dyn KeyProvider>>,
+    /// Guards what each space was last asked to become (by `rotate_key`, `alter_table`,
+    /// the decisions at open) and why. A request that found all four generation slots
+    /// used while a pass ran (rule 4 of `plan.rs`) is planned again from here when that
+    /// pass finishes, in the same page-0 write; otherwise nothing would ask again.
+    wanted: Mutex<HashMap<u32, (Want, Trigger)>>,
 }
 
 /// What the encryption threads did, for `Db::stats`.
@@ -98,6 +108,7 @@ impl Rotator {
         pool: Arc<BufferPool>,
         thread_count: usize,
         iops: u32,
+        keyring: Option<Arc<dyn KeyProvider>>,
     ) -> Rotator {
         Rotator {
             spaces,
@@ -109,7 +120,22 @@ impl Rotator {
             progress: Condvar::new(),
             threads: Mutex::new(Vec::new()),
             counters: Arc::default(),
+            keyring,
+            wanted: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records what `space_id` was just asked to become, for the plan after its pass. An
+    /// operator's request for the same state is not weakened to the age rule by a later
+    /// background check (`reload_keys`, open): it stays until a pass has met it.
+    pub(crate) fn want(&self, space_id: u32, want: Want, trigger: Trigger) {
+        let mut wanted = self.wanted.lock();
+        if let Some(&(stored, Trigger::Requested)) = wanted.get(&space_id) {
+            if stored == want && trigger != Trigger::Requested {
+                return;
+            }
+        }
+        wanted.insert(space_id, (want, trigger));
     }
 
     pub(crate) fn counters(&self) -> &RotationCounters {
@@ -202,11 +228,30 @@ impl Rotator {
             let state = self.state.lock();
             state.stop || state.held.contains_key(&id)
         };
+        let replan = |done: Option<&EncryptionRecord>| {
+            let wanted = self.wanted.lock().get(&id).copied();
+            match wanted {
+                Some((want, trigger)) => {
+                    let again = plan::plan(done, want, trigger, self.keyring.as_deref());
+                    if trigger == Trigger::Requested && matches!(again, Ok(None)) {
+                        // Met. Keep the state but not the urgency (`Age(0)`: no age rule), so
+                        // the next background check may set its own rule for this space.
+                        let mut wanted = self.wanted.lock();
+                        if wanted.get(&id) == Some(&(want, trigger)) {
+                            wanted.insert(id, (want, Trigger::Age(0)));
+                        }
+                    }
+                    again
+                }
+                None => Ok(None),
+            }
+        };
         let outcome = pass::run(
             space,
             &self.pool,
             &self.throttle,
             &stopped,
+            &replan,
             &self.counters.pages_rewritten,
         );
         let mut state = self.state.lock();

@@ -80,12 +80,15 @@ pub(crate) fn run(
     pool: &BufferPool,
     throttle: &Throttle,
     stopped: &dyn Fn() -> bool,
+    replan: &dyn Fn(Option<&EncryptionRecord>) -> Result<Option<EncryptionChange>>,
     rewritten_count: &AtomicU64,
 ) -> Result<Outcome> {
     loop {
         if stopped() {
             return Ok(Outcome::Stopped);
         }
+        // Before the record: a sealing change after this look fails `same_pass` below.
+        let sealing = space.sealing_changes();
         let Some(record) = space.header().encryption else {
             return Ok(Outcome::Idle);
         };
@@ -97,8 +100,18 @@ pub(crate) fn run(
         let page_count = space.logged_alloc().page_count;
         if start >= page_count {
             let finished = space.update_encryption(|current| {
-                Ok(same_pass(current, pass, start)
-                    .then(|| plan::finished(current.expect("checked"))))
+                if !same_pass(space, current, pass, start, sealing) {
+                    return Ok(None);
+                }
+                // What the space was last asked to become, planned again on the finished
+                // record: a change rule 4 of `plan.rs` put off (all four generation slots
+                // used) is made now, in the same write. A plan that fails (a key gone)
+                // leaves the space as the pass left it, as `plan_at_open` does.
+                let done = plan::finished(current.expect("checked"));
+                Ok(Some(match replan(done.record.as_ref()) {
+                    Ok(Some(again)) => again,
+                    Ok(None) | Err(_) => done,
+                }))
             })?;
             if finished {
                 pool.clear_doublewrite()?;
@@ -121,7 +134,7 @@ pub(crate) fn run(
         pool.flush_pages(&rewritten)?;
         rewritten_count.fetch_add(rewritten.len() as u64, Ordering::Relaxed);
         space.update_encryption(|current| {
-            Ok(same_pass(current, pass, start).then(|| {
+            Ok(same_pass(space, current, pass, start, sealing).then(|| {
                 let mut record = current.expect("checked").clone();
                 record.rotation.next_page = end;
                 EncryptionChange {
@@ -133,11 +146,25 @@ pub(crate) fn run(
     }
 }
 
-/// True if `current` is still the pass `pass`, `start` pages in.
-fn same_pass(current: Option<&EncryptionRecord>, pass: PassId, start: u32) -> bool {
-    current.is_some_and(|record| {
-        record.rotation.is_active()
-            && PassId::of(record) == pass
-            && record.rotation.next_page.max(1) == start
-    })
+/// True if `current` is still the pass `pass`, `start` pages in, and the sealing of new
+/// page writes has not changed since the pass read `sealing` (`SpaceFile::sealing_changes`).
+/// The record alone is not enough: a restart can bring back the very same record (ALTER key
+/// 1 → key 2 → key 1 puts back the stored key-1 generation, `next_page` 1), while pages of
+/// this batch were written with key 2 by others (the ALTER's checkpoint, the page cleaner)
+/// and left clean, so `flush_pages` skipped them. Accepting the batch then let the finish
+/// drop key 2's generation with those pages still sealed by it (found by `crash_loop`).
+/// Runs inside `update_encryption`, so no sealing change can come between.
+fn same_pass(
+    space: &SpaceFile,
+    current: Option<&EncryptionRecord>,
+    pass: PassId,
+    start: u32,
+    sealing: u64,
+) -> bool {
+    space.sealing_changes() == sealing
+        && current.is_some_and(|record| {
+            record.rotation.is_active()
+                && PassId::of(record) == pass
+                && record.rotation.next_page.max(1) == start
+        })
 }

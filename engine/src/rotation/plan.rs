@@ -19,7 +19,8 @@
 //! 3. **A running pass restarts** (from page 1) when the current generation changes under
 //!    it, because the pages it already moved went to a generation that is no longer current.
 //! 4. **At most four generations.** When all four slots are used, no fifth is added: a pass
-//!    to the current generation runs first (it frees the slots), and the next check adds it.
+//!    to the current generation runs first (it frees the slots), and its finish plans the
+//!    space again (what it was last asked to become, `Rotator::want`) and adds it.
 //! 5. **Decrypting** keeps the generations (encrypted pages stay readable) while new writes
 //!    are plain; when the pass is done the record goes. Encrypting a plain space starts
 //!    with one generation and `PLAIN_PAGES` (plain pages stay readable) until its pass is done.

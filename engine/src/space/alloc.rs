@@ -122,7 +122,9 @@ impl Allocator {
     pub fn free_pages(&self) -> Result<Vec<u32>> {
         let _no_allocation_meanwhile = self.space.allocation_lock().lock();
         let header = self.space.header();
-        let mut pages = Vec::with_capacity(header.free_count as usize);
+        // `free_count` is read from page 0 (up to 4 billion): reserve at most 64 Ki entries
+        // ahead; the list grows as it is walked.
+        let mut pages = Vec::with_capacity((header.free_count as usize).min(1 << 16));
         let mut next = header.free_head;
         while next != 0 {
             if pages.len() > header.page_count as usize || next >= header.page_count {

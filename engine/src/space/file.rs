@@ -127,6 +127,11 @@ pub struct SpaceFile {
     keys: RwLock<SpaceKeys>,
     nonces: NonceSource,
     counters: Arc<IoCounters>,
+    /// Bumped (under the header mutex) whenever `update_encryption` changes how new page
+    /// writes are sealed. A re-encryption pass compares it across a batch: the record alone
+    /// cannot tell that the sealing changed and came back meanwhile (key 1 → key 2 → key 1
+    /// restarts to an identical record), while pages were written the other way.
+    sealing_changes: AtomicU64,
 }
 
 impl SpaceFile {
@@ -209,6 +214,7 @@ impl SpaceFile {
                 return Err(Error::KeyUnavailable {
                     path: path.to_path_buf(),
                     source,
+                    key_file: None,
                 });
             }
             keys = unwrapped;
@@ -245,6 +251,7 @@ impl SpaceFile {
             allocation: Arc::new(Mutex::new(())),
             keys: RwLock::new(keys),
             counters,
+            sealing_changes: AtomicU64::new(0),
         }
     }
 
@@ -289,7 +296,7 @@ impl SpaceFile {
         let offset = self.offset_of(page_no);
         self.file
             .read_at(frame, offset)
-            .map_err(|e| Error::io("read page from", &self.path, e))?;
+            .map_err(|source| self.page_io("read", page_no, source))?;
         self.counters.pages_read.fetch_add(1, Ordering::Relaxed);
         let id = PageId::new(self.id, page_no);
         let header =
@@ -431,6 +438,7 @@ impl SpaceFile {
         else {
             return Ok(false);
         };
+        let resealed = sealing_of(current.encryption.as_ref()) != sealing_of(record.as_ref());
         let mut snapshot = current;
         snapshot.encryption = record.clone();
         snapshot.set_alloc(*self.alloc_on_disk.lock());
@@ -439,9 +447,21 @@ impl SpaceFile {
         if let Some((key_id, version, key)) = new_key {
             keys.by_generation.insert((key_id, version), Arc::new(key));
         }
-        self.header.lock().encryption = record.clone();
+        {
+            let mut header = self.header.lock();
+            header.encryption = record.clone();
+            if resealed {
+                self.sealing_changes.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         keys.retain_listed(record.as_ref());
         Ok(true)
+    }
+
+    /// How many times `update_encryption` has changed the sealing of new page writes (see
+    /// the field's doc). Read it before the record it is meant to go with.
+    pub(crate) fn sealing_changes(&self) -> u64 {
+        self.sealing_changes.load(Ordering::SeqCst)
     }
 
     /// Page 0 with a new nonce reservation, and the allocation fields page 0 already holds
@@ -494,11 +514,7 @@ impl SpaceFile {
                     plain_ok: true,
                 },
                 Some(record) => PageRules {
-                    sealing: (!record.rotation.is_decrypting()).then_some(Sealing {
-                        key_id: record.key_id,
-                        key_version: record.current_version,
-                        algorithm: record.algorithm,
-                    }),
+                    sealing: sealing_of(Some(record)),
                     encrypted_ok: true,
                     plain_ok: record.rotation.plain_pages_allowed(),
                 },
@@ -539,7 +555,7 @@ impl SpaceFile {
         }
         self.file
             .write_at(stored, self.offset_of(page_no))
-            .map_err(|e| Error::io("write page to", &self.path, e))?;
+            .map_err(|source| self.page_io("write", page_no, source))?;
         self.counters.pages_written.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -552,7 +568,16 @@ impl SpaceFile {
         match self.file.read_at(&mut stored, self.offset_of(page_no)) {
             Ok(()) => Ok(Some(stored)),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-            Err(e) => Err(Error::io("read page from", &self.path, e)),
+            Err(e) => Err(self.page_io("read", page_no, e)),
+        }
+    }
+
+    fn page_io(&self, op: &'static str, page_no: u32, source: std::io::Error) -> Error {
+        Error::PageIo {
+            op,
+            page_no,
+            path: self.path.clone(),
+            source,
         }
     }
 
@@ -573,11 +598,22 @@ struct PageRules {
 }
 
 /// How an encrypted space seals its pages: key id, current generation, algorithm.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Sealing {
     key_id: u32,
     key_version: u32,
     algorithm: Algorithm,
+}
+
+/// How new page writes are sealed under `record`: `None` = plain (no record, or decrypting).
+fn sealing_of(record: Option<&EncryptionRecord>) -> Option<Sealing> {
+    record
+        .filter(|record| !record.rotation.is_decrypting())
+        .map(|record| Sealing {
+            key_id: record.key_id,
+            key_version: record.current_version,
+            algorithm: record.algorithm,
+        })
 }
 
 /// The page size a space file was created with, read from its header (before checksums

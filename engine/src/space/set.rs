@@ -28,6 +28,8 @@ pub struct SpaceSet {
     spaces: RwLock<HashMap<u32, Arc<SpaceFile>>>,
     /// The redo log, once the database has one (see the module doc).
     log: OnceLock<Arc<Log>>,
+    /// Where the start-up recovery's redo scan stopped, for [`Error::PageAheadOfLog`].
+    log_stop: OnceLock<String>,
 }
 
 impl SpaceSet {
@@ -67,6 +69,12 @@ impl SpaceSet {
         let _ = self.log.set(log);
     }
 
+    /// Records where the start-up recovery's redo scan stopped (named by the error a page
+    /// newer than the log gets). Only the first call counts.
+    pub fn set_log_stop(&self, stop: String) {
+        let _ = self.log_stop.set(stop);
+    }
+
     /// Writes every space's page 0 (synced) with its logged allocation state, after making
     /// the redo of that state durable.
     pub fn persist_headers(&self) -> Result<()> {
@@ -88,8 +96,26 @@ impl SpaceSet {
 }
 
 impl PageIo for SpaceSet {
+    /// A page read back must not be newer than the log: it reached its file only after
+    /// the log was durable up to its LSN, so a page beyond the log's end means the log lost
+    /// durable records (a damaged or missing block that recovery took for the end).
     fn read_page(&self, id: PageId, frame: &mut [u8]) -> Result<()> {
-        self.get(id.space_id)?.read_page(id.page_no, frame)
+        let space = self.get(id.space_id)?;
+        space.read_page(id.page_no, frame)?;
+        if let Some(log) = self.log.get() {
+            let (page_lsn, log_end) = (read_page_lsn(frame), log.current_lsn());
+            if page_lsn > log_end {
+                frame.fill(0);
+                return Err(Error::PageAheadOfLog {
+                    path: space.path().to_path_buf(),
+                    page_no: id.page_no,
+                    page_lsn,
+                    log_end,
+                    log_stop: self.log_stop.get().cloned(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Runs before the stored image can reach any file, the doublewrite slots included.

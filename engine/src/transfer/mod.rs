@@ -545,6 +545,7 @@ fn wrap_for_transfer(
         return Err(Error::KeyUnavailable {
             path: space.path().to_path_buf(),
             source,
+            key_file: None,
         });
     }
     let mut generations = Vec::with_capacity(record.generations.len());

@@ -64,6 +64,15 @@ impl RunDir {
         self.root.join(format!("events-{cycle:05}.txt"))
     }
 
+    /// Keeps the directory (not deleted on drop) and returns its path, for a run that
+    /// reports a failure and goes on with a fresh directory.
+    pub fn keep(&mut self) -> PathBuf {
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        self.root.clone()
+    }
+
     /// Keeps the directory and panics with `what` went wrong, how to replay it (`replay`,
     /// a setting such as `SEED=1`), where the files are and the child's last log lines.
     #[track_caller]

@@ -10,6 +10,8 @@
 //! | [`acks`]     | the side files a child acknowledges in, and the parent's reading of them  |
 //! | [`child`]    | the run directory, spawning this test binary as the child, killing it     |
 //! | [`compare`]  | what a recovery may find, and a key-by-key explanation when it finds else |
+//! | [`streams`]  | the same for several writers on disjoint keys (`crash_loop.rs`)           |
+//! | [`setting`]  | the encryption settings an ALTER puts a table through, and their status   |
 //!
 //! The contract all three check after a crash: with R the model after every acknowledged
 //! commit and P the one commit that may have become durable unacknowledged (its `commit`
@@ -19,6 +21,8 @@
 pub mod acks;
 pub mod child;
 pub mod compare;
+pub mod setting;
+pub mod streams;
 pub mod workload;
 
 use super::Rng;
