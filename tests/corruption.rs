@@ -716,27 +716,11 @@ fn control(data: &Path) -> (u64, u64) {
         .filter(|slot| {
             slot.len() == 512
                 && &slot[4..12] == b"SBXREDO\0"
-                && u32::from_le_bytes(slot[..4].try_into().unwrap()) == crc32(&slot[4..])
+                && u32::from_le_bytes(slot[..4].try_into().unwrap()) == crc32fast::hash(&slot[4..])
         })
         .max_by_key(|slot| u64_at(slot, 16))
         .map(|slot| (u64_at(slot, 40), u64_at(slot, 32)))
         .expect("a valid control slot")
-}
-
-/// CRC-32 (IEEE), bit by bit: small, and only used on a few slots.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]
@@ -819,7 +803,7 @@ fn doublewrite_slots(bytes: &[u8]) -> Vec<Slot> {
         .map(|i| 4096 + i * slot_len)
         .filter(|&at| {
             let slot = &bytes[at..at + slot_len];
-            slot.iter().any(|&b| b != 0) && u32_at(at) == crc32(&slot[4..])
+            slot.iter().any(|&b| b != 0) && u32_at(at) == crc32fast::hash(&slot[4..])
         })
         .map(|at| Slot {
             offset: at,

@@ -732,11 +732,7 @@ fn an_alter_deferred_by_four_generations_is_applied_when_the_pass_frees_them() {
     }
     let (dir, source) = key_file_dir();
     let db = table_t_without_encryption_threads(&dir);
-    for _ in 0..3 {
-        source.rotate(1, None).expect("add a version of key 1");
-        db.rotate_key(1, RotationPolicy::Reencrypt)
-            .expect("rotate key 1");
-    }
+    rotate_key_1(&db, &source, 3);
     db.alter_table("t", Setting::Encrypted(TABLE_KEY).table_options())
         .expect("ALTER t to key 5");
     db.wait_for_encryption(|_| {}).expect("the passes finish");
@@ -749,6 +745,16 @@ fn an_alter_deferred_by_four_generations_is_applied_when_the_pass_frees_them() {
     );
     db.verify().expect("verify");
     db.close().expect("close");
+}
+
+/// `times` rotations of key 1 with re-encryption, each after adding a version to the key
+/// file. With no encryption threads the passes wait, so each adds a generation.
+fn rotate_key_1(db: &Db, source: &KeyFileSource, times: usize) {
+    for _ in 0..times {
+        source.rotate(1, None).expect("add a version of key 1");
+        db.rotate_key(1, RotationPolicy::Reencrypt)
+            .expect("rotate key 1");
+    }
 }
 
 /// A run directory with a key file of [`KEY_IDS`], and the source that edits it.
@@ -786,11 +792,7 @@ fn a_deferred_rotation_survives_a_key_reload_before_the_pass_finishes() {
     }
     let (dir, source) = key_file_dir();
     let db = table_t_without_encryption_threads(&dir);
-    for _ in 0..4 {
-        source.rotate(1, None).expect("add a version of key 1");
-        db.rotate_key(1, RotationPolicy::Reencrypt)
-            .expect("rotate key 1");
-    }
+    rotate_key_1(&db, &source, 4);
     db.reload_keys().expect("reload the key file");
     db.wait_for_encryption(|_| {}).expect("the passes finish");
     let rows = db.encryption_status().expect("status");

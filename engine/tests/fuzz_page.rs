@@ -61,24 +61,9 @@ impl PageKeys for Keys {
 
 const EXPECTED: PageId = PageId::new(7, 3);
 
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// The page checksum: CRC-32 over bytes [4, len), stored little-endian at 0.
 fn fix_crc(page: &mut [u8]) {
-    let crc = crc32(&page[4..]);
+    let crc = crc32fast::hash(&page[4..]);
     page[..4].copy_from_slice(&crc.to_le_bytes());
 }
 

@@ -65,24 +65,8 @@ fn keyring(encrypt: bool) -> Option<&'static dyn KeyProvider> {
 }
 
 fn fix_crc(bytes: &mut [u8]) {
-    let crc = crc32(&bytes[4..]);
+    let crc = crc32fast::hash(&bytes[4..]);
     bytes[..4].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// CRC-32 (IEEE), bitwise: the test does not need the crate's fast one.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 fn bytes_strategy(max: usize) -> impl Strategy<Value = Vec<u8>> {
