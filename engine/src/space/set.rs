@@ -17,6 +17,7 @@ use crate::page::PageId;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use strongbox_wal::Log;
@@ -30,6 +31,10 @@ pub struct SpaceSet {
     log: OnceLock<Arc<Log>>,
     /// Where the start-up recovery's redo scan stopped, for [`Error::PageAheadOfLog`].
     log_stop: OnceLock<String>,
+    /// The highest log end a page read has seen. The end only grows, so a page at or below
+    /// it is known not to be ahead of the log without asking the log (which takes the
+    /// writer's lock, contended by every commit).
+    log_end_seen: AtomicU64,
 }
 
 impl SpaceSet {
@@ -102,8 +107,13 @@ impl PageIo for SpaceSet {
     fn read_page(&self, id: PageId, frame: &mut [u8]) -> Result<()> {
         let space = self.get(id.space_id)?;
         space.read_page(id.page_no, frame)?;
+        let page_lsn = read_page_lsn(frame);
+        if page_lsn <= self.log_end_seen.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         if let Some(log) = self.log.get() {
-            let (page_lsn, log_end) = (read_page_lsn(frame), log.current_lsn());
+            let log_end = log.current_lsn();
+            self.log_end_seen.fetch_max(log_end, Ordering::Relaxed);
             if page_lsn > log_end {
                 frame.fill(0);
                 return Err(Error::PageAheadOfLog {
